@@ -1,7 +1,6 @@
 """Classical baselines: behaviour, and the reference numbers on sice-lowlight/val (shared data README)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -21,14 +20,6 @@ EXPECTED = {
 TOL = (0.05, 0.005, 0.005)
 
 
-def shared_dir() -> Path:
-    """The shared data folder: $LLFLOW_SHARED or <repo>/../shared; fail (not skip) when it is missing."""
-    root = Path(os.environ.get("LLFLOW_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
-    if not root.is_dir():
-        pytest.fail(f"shared data folder {root} not found: set LLFLOW_SHARED to the folder holding data/sice-lowlight")
-    return root
-
-
 def read_rgb(path: Path) -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -37,8 +28,9 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def val_pairs() -> tuple[np.ndarray, np.ndarray]:
-    val = shared_dir() / "data" / "sice-lowlight" / "val"
+def val_pairs(shared: Path) -> tuple[np.ndarray, np.ndarray]:
+    """All 22 sice-lowlight val pairs as N×512×512×3 RGB uint8 (low, high)."""
+    val = shared / "data" / "sice-lowlight" / "val"
     names = sorted(p.name for p in (val / "low").glob("*.jpg"))
     if len(names) != 22:
         pytest.fail(f"expected 22 val pairs in {val / 'low'}, found {len(names)}")

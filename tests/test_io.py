@@ -43,8 +43,8 @@ def blocky_rgb(h: int = 32, w: int = 48) -> np.ndarray:
 def exif_tiff_block(orientation: int, little_endian: bool = False) -> bytes:
     e = "<" if little_endian else ">"
     head = (b"II" if little_endian else b"MM") + struct.pack(e + "HI", 42, 8)
-    # Two entries (a harmless ImageDescription-less XResolution-free dummy first) to make the
-    # parser walk past a non-orientation tag: 0x010F Make, ASCII count 4 inline "abc\0".
+    # A Make entry (0x010F, ASCII "abc\0" stored inline) comes first so that the parser must walk
+    # past a tag that is not the orientation.
     make = struct.pack(e + "HHI", 0x010F, 2, 4) + b"abc\x00"
     orient = struct.pack(e + "HHIHH", 0x0112, 3, 1, orientation, 0)
     return head + struct.pack(e + "H", 2) + make + orient + struct.pack(e + "I", 0)
@@ -174,7 +174,7 @@ def test_grey_roundtrip(tmp_path, ext, dtype):
     depth = 16 if dtype == np.uint16 else 8
     img = read_image(write_image(tmp_path / f"g{ext}", grey, bit_depth=depth))
     assert img.was_gray and img.rgb.shape == grey.shape + (3,) and img.rgb.dtype == dtype
-    assert np.array_equal(img.rgb[..., 0], img.rgb[..., 1]) and np.array_equal(img.rgb[..., 1], img.rgb[..., 2])
+    assert (img.rgb == img.rgb[..., :1]).all()  # the grey channel replicated
     if ext != ".jpg":
         np.testing.assert_array_equal(img.rgb[..., 0], grey)
 
@@ -343,6 +343,8 @@ def test_read_errors(tmp_path, monkeypatch):
     _assert_read_error(tmp_path / "folder.png", "folder")
     (tmp_path / "anim.png").write_bytes(b"GIF89a" + bytes(100))
     _assert_read_error(tmp_path / "anim.png", "gif", "not supported")
+    (tmp_path / "accents.jpg").write_bytes(("a" + "é" * 2000).encode("utf-8"))  # 1 KiB cut mid-character
+    _assert_read_error(tmp_path / "accents.jpg", "not an image")
     (tmp_path / "noise.bin").write_bytes(bytes(range(256)) * 4)
     _assert_read_error(tmp_path / "noise.bin", "not a recognised image")
 
@@ -355,6 +357,22 @@ def test_truncated_images(tmp_path, ext, cut):
     bad = tmp_path / f"bad{ext}"
     bad.write_bytes(data[:cut] if isinstance(cut, int) else data[:int(len(data) * cut)])
     _assert_read_error(bad, "truncated")
+
+
+def test_truncated_jpeg_refused_even_if_decoder_accepts_it(tmp_path, monkeypatch):
+    # Older OpenCV/libjpeg builds return a grey-filled image for truncated JPEGs; simulate that.
+    data = jpeg_with_exif(blocky_rgb(), 1)
+    assert lio._jpeg_is_complete(data)
+    cut = data[:-2]  # no end-of-image marker
+    assert not lio._jpeg_is_complete(cut)
+    # An EOI inside the EXIF segment (as an embedded thumbnail has) must not count.
+    payload = b"Exif\x00\x00" + exif_tiff_block(1) + b"\xff\xd8thumb\xff\xd9"
+    with_thumb = data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+    assert lio._jpeg_is_complete(with_thumb) and not lio._jpeg_is_complete(with_thumb[:-2])
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(with_thumb[:-2])
+    monkeypatch.setattr(lio.cv2, "imdecode", lambda buf, flags: np.zeros((32, 48, 3), np.uint8))
+    _assert_read_error(path, "truncated")
 
 
 def test_corrupt_png(tmp_path):
@@ -471,6 +489,13 @@ def test_numpy_roundtrip(array):
         np.testing.assert_array_equal(out, array)
 
 
+def test_numpy_big_endian_input():
+    array = rand_rgb(dtype=np.uint16)
+    tensor, restore = to_tensor(array.astype(">u2"))
+    torch.testing.assert_close(tensor, to_tensor(array)[0], rtol=0, atol=0)
+    np.testing.assert_array_equal(restore(tensor), array)
+
+
 def test_numpy_restore_rounding_grey_and_alpha():
     rgba = np.concatenate([rand_rgb(), rand_rgb()[..., :1]], axis=2)
     tensor, restore = to_tensor(rgba)
@@ -483,6 +508,15 @@ def test_numpy_restore_rounding_grey_and_alpha():
     assert (restore(colour) == round(0.299 * 255)).all()  # BT.601 luma of pure red
     _, restore = to_tensor(rand_rgb() / 255.0)
     assert restore(torch.full((1, 3, 12, 20), 1.5)).max() == 1.0  # float outputs clipped
+
+
+def test_tensor_grey_restore_uses_luma():
+    image = torch.rand(2, 1, 4, 5, dtype=torch.float64)
+    tensor, restore = to_tensor(image)
+    out = torch.zeros_like(tensor)
+    out[:, 0], out[:, 1], out[:, 2] = 1.0, 0.5, 0.25
+    expected = 0.299 + 0.587 * 0.5 + 0.114 * 0.25
+    torch.testing.assert_close(restore(out), torch.full_like(image, expected), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("shape", [(3, 6, 8), (2, 3, 6, 8), (6, 8), (1, 6, 8), (2, 1, 6, 8)])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -23,26 +22,19 @@ from llflow.metrics import (
 )
 
 
-def shared_dir() -> Path:
-    """The shared data folder: $LLFLOW_SHARED or <repo>/../shared; fail (not skip) when it is missing."""
-    root = Path(os.environ.get("LLFLOW_SHARED", Path(__file__).resolve().parents[2] / ".." / "shared"))
-    if not root.is_dir():
-        pytest.fail(f"shared data folder {root} not found: set LLFLOW_SHARED to the folder holding fixtures/ and data/")
-    return root
-
-
 @pytest.fixture(scope="module")
-def protocol() -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
-    base = shared_dir() / "fixtures" / "official" / "metrics"
+def protocol(shared: Path) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
+    """The official evaluation-protocol fixture (shared/fixtures/official/metrics)."""
+    base = shared / "fixtures" / "official" / "metrics"
     tensors = load_file(str(base / "eval_protocol.safetensors"))
     values = json.loads((base / "eval_protocol.json").read_text())
     return tensors, values
 
 
 @pytest.fixture(scope="module")
-def real_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
+def real_pairs(shared: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """Two real val pairs (low, high), RGB uint8, cropped to keep the test fast."""
-    val = shared_dir() / "data" / "sice-lowlight" / "val"
+    val = shared / "data" / "sice-lowlight" / "val"
     names = sorted(p.name for p in (val / "low").glob("*.jpg"))[:2]
     assert names, f"no JPEGs in {val / 'low'}"
     pairs = []

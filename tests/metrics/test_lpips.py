@@ -13,15 +13,7 @@ import pytest
 import torch
 
 import llflow.metrics.lpips as lp
-from llflow.metrics import evaluate_pair, gt_mean_rescale, float_to_uint8
-
-
-def shared_dir() -> Path:
-    """The shared data folder: $LLFLOW_SHARED or <repo>/../shared; fail (not skip) when it is missing."""
-    root = Path(os.environ.get("LLFLOW_SHARED", Path(__file__).resolve().parents[2] / ".." / "shared"))
-    if not root.is_dir():
-        pytest.fail(f"shared data folder {root} not found: set LLFLOW_SHARED to the folder holding fixtures/ and data/")
-    return root
+from llflow.metrics import evaluate_pair, float_to_uint8, gt_mean_rescale
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +25,9 @@ def weights() -> Path:
 
 
 @pytest.fixture(scope="module")
-def fixture_pairs() -> tuple[list[str], np.ndarray, np.ndarray, dict]:
-    base = shared_dir() / "fixtures" / "lpips"
+def fixture_pairs(shared: Path) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
+    """The five LPIPS fixture pairs (dist, ref as N×H×W×3 RGB uint8) and expected.json."""
+    base = shared / "fixtures" / "lpips"
     spec = json.loads((base / "expected.json").read_text())
     names = sorted(spec["expected"])
     read = lambda p: np.ascontiguousarray(cv2.imread(str(p), cv2.IMREAD_COLOR)[..., ::-1])  # noqa: E731

@@ -10,7 +10,15 @@ import torch
 from llflow.model.flow import (ActNorm2d, CondAffineSeparatedAndCond, ConditionalFlow, FlowStep,
                                InvertibleConv1x1, Squeeze, squeeze2d, unsqueeze2d)
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """Jacobian checks need float64; restore the default so other test modules are unaffected."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def _randomise(module: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.nn.Module:

@@ -127,7 +127,7 @@ class InvertibleConv1x1(FlowLayer):
         super().__init__()
         # Random rotation: QR of a Gaussian matrix (Glow). Uses torch's RNG so seeding is uniform.
         q, _ = torch.linalg.qr(torch.randn(num_channels, num_channels, dtype=torch.float64))
-        self.weight = nn.Parameter(q.to(torch.float32))
+        self.weight = nn.Parameter(q.to(torch.get_default_dtype()))
         self._cache_key: Optional[tuple] = None
         self._cached_inverse: Optional[Tensor] = None
         self._cached_logabsdet: Optional[Tensor] = None
@@ -145,7 +145,7 @@ class InvertibleConv1x1(FlowLayer):
             return
         w64 = self.weight.detach().to(torch.float64)
         self._cached_inverse = torch.linalg.inv(w64).to(dtype)
-        self._cached_logabsdet = torch.linalg.slogdet(self.weight.detach())[1].to(dtype)
+        self._cached_logabsdet = torch.linalg.slogdet(self.weight.detach().to(dtype))[1]
         self._cache_key = key
 
     def logabsdet(self, dtype: torch.dtype) -> Tensor:
@@ -153,7 +153,7 @@ class InvertibleConv1x1(FlowLayer):
             self._fill_cache(dtype)
             assert self._cached_logabsdet is not None
             return self._cached_logabsdet
-        return torch.linalg.slogdet(self.weight)[1].to(dtype)
+        return torch.linalg.slogdet(self.weight.to(dtype))[1]
 
     def inverse_weight(self, dtype: torch.dtype) -> Tensor:
         if self._use_cache():

@@ -1,0 +1,75 @@
+"""The ``llflow`` command: ``train``, ``evaluate``, ``enhance``, ``info`` ..."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from . import __version__
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train LLFlow (NLL or L1 objective) from a YAML config",
+                       description="Train LLFlow. Multi-process: torchrun --nproc-per-node N -m llflow train ...")
+    p.add_argument("config", nargs="?", help="training YAML (see configs/); optional with --resume")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.lr=1e-4 --set data.batch_size=8")
+    p.add_argument("--resume", type=Path, help="run folder (or its state.pt) to continue exactly")
+    p.add_argument("--output", help="run folder (default: the config's `output`)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .training import load_config, run_training
+
+    config_path = args.config
+    if config_path is None:
+        if args.resume is None:
+            raise SystemExit("llflow train: give a config YAML, or --resume RUN_FOLDER")
+        folder = args.resume if args.resume.is_dir() else args.resume.parent
+        config_path = folder / "config.yaml"
+    overrides = list(args.overrides)
+    if args.output:
+        overrides.append(f"output={yaml.safe_dump(args.output).strip().removesuffix('...').strip()}")
+    cfg = load_config(config_path, overrides)
+    best = run_training(cfg, device=args.device, resume=args.resume)
+    if best.iteration >= 0:
+        print(f"best validation {best.metric} at iteration {best.iteration}: {abs(best.value):.4f}")
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llflow", description="Low-light image enhancement with LLFlow.")
+    parser.add_argument("--version", action="version", version=f"llflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"llflow {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Training configuration: a YAML file of plain sections, overridable with ``--set a.b=value``."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    train: str = "../shared/data/sice-lowlight/train"
+    val: Optional[str] = "../shared/data/sice-lowlight/val"
+    crop: int = 160
+    batch_size: int = 16  # global batch, split evenly over distributed processes
+    num_workers: int = 1
+    flip: bool = True
+    val_max_images: Optional[int] = None
+
+
+@dataclass
+class OptimConfig:
+    objective: str = "nll"  # "nll" (the method) or "l1" (the paper's RQ4 ablation, same network)
+    iterations: int = 45000
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)  # the official configs' beta2=0.99 is never applied
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup: int = 0
+    milestones: tuple[float, ...] = (0.5, 0.75, 0.9, 0.95)  # fractions of `iterations`
+    gamma: float = 0.5
+    dequantize: bool = False  # the official training never dequantises (add_gt_noise False)
+    grad_clip: Optional[float] = None
+    precision: str = "auto"  # auto (fp16 on CUDA like the official code, fp32 on CPU), fp32, bf16, fp16
+    max_nonfinite: int = 20  # consecutive non-finite losses before training stops
+    seed: int = 10
+
+
+@dataclass
+class ScheduleConfig:
+    log_every: int = 50
+    val_every: int = 200
+    ckpt_every: int = 1000
+    select_metric: str = "psnr"  # chosen on the validation split only
+    tensorboard: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "LOL_smallNet"})
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    output: str = "runs/llflow"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig}
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(where + '.' + u for u in unknown)}; valid: {sorted(names)}")
+    converted = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        converted[key] = value
+    return cls(**converted)
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> TrainConfig:
+    unknown = sorted(set(raw) - {"model", "data", "optim", "schedule", "output"})
+    if unknown:
+        raise ValueError(f"unknown section(s) {unknown}; valid: model, data, optim, schedule, output")
+    sections = {name: _build(cls, raw.get(name) or {}, name) for name, cls in _SECTIONS.items()}
+    model = dict(raw.get("model") or {"preset": "LOL_smallNet"})
+    return TrainConfig(model=model, output=str(raw.get("output", "runs/llflow")), **sections)
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values are YAML scalars/lists: 1e-4, true, [1, 3], null, strings."""
+    return yaml.safe_load(text)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a raw config dict (in place, returned)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {key}: '{part}' is not a section")
+        node[parts[-1]] = _parse_value(value)
+    return raw
+
+
+def load_config(path: Optional[str | Path], overrides: Optional[list[str]] = None) -> TrainConfig:
+    """Read a training YAML (or start from defaults when ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: training config not found (see configs/ for examples)")
+        loaded = yaml.safe_load(path.read_text())
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a YAML mapping with sections model/data/optim/schedule")
+        raw = loaded
+    return config_from_dict(apply_overrides(raw, overrides or []))

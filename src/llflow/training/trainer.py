@@ -1,0 +1,387 @@
+"""The training loop: NLL (the method) or L1 (ablation) objective, exact resume, validation-based
+model selection, non-finite-loss guard, mixed precision, and DistributedDataParallel via torchrun.
+
+Reproducibility does not depend on hidden RNG state: the crop/flip of an item comes from
+``(seed, epoch, index)`` (see :class:`~llflow.data.PairedDataset`), the sample order of an epoch
+from ``(seed, epoch)``, the prior selector's draw from ``(seed, iteration)`` and dequantisation noise
+from ``(seed, iteration, rank)``. A resumed run therefore continues exactly, and ``N`` processes
+with a global batch ``B`` compute the same update as one process with batch ``B``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Sampler
+
+from ..data import PairedDataset
+from ..model import LLFlow
+from ..model.checkpoint import atomic_write
+from ..model.config import config_from_mapping
+from ..preprocess import make_condition
+from .config import TrainConfig
+from .distributed import DistInfo, all_true, barrier, init_distributed, shutdown
+from .logger import RunLogger
+from .schedule import learning_rate
+
+STATE_NAME = "state.pt"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what to change."""
+
+
+def _seeded(*parts: int) -> torch.Generator:
+    """A generator whose state is a pure function of ``parts``."""
+    seed = int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.Generator().manual_seed(seed)
+
+
+class BatchPlan(Sampler):
+    """Yields, for iterations ``start..end-1``, this process's share of the global batch as
+    ``(epoch, index)`` keys. Epoch ``e``'s order is a permutation drawn from ``(seed, e)``; an epoch
+    has ``len(dataset) // batch`` steps (incomplete batches are dropped, as officially)."""
+
+    def __init__(self, n_items: int, global_batch: int, seed: int, start: int, end: int, info: DistInfo) -> None:
+        if global_batch % info.world_size:
+            raise TrainingError(f"data.batch_size {global_batch} is not divisible by {info.world_size} processes")
+        if n_items < global_batch:
+            raise TrainingError(f"the training set has {n_items} pairs, fewer than data.batch_size {global_batch}")
+        self.n_items, self.batch, self.seed = n_items, global_batch, seed
+        self.start, self.end, self.info = start, end, info
+        self.steps_per_epoch = n_items // global_batch
+        self.local = global_batch // info.world_size
+
+    def global_indices(self, iteration: int) -> tuple[int, list[int]]:
+        epoch, offset = divmod(iteration, self.steps_per_epoch)
+        order = np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(self.n_items)
+        return epoch, [int(i) for i in order[offset * self.batch:(offset + 1) * self.batch]]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for iteration in range(self.start, self.end):
+            epoch, indices = self.global_indices(iteration)
+            mine = indices[self.info.rank * self.local:(self.info.rank + 1) * self.local]
+            yield [(epoch, i) for i in mine]
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+
+class TrainingObjective(nn.Module):
+    """Per-sample loss of one batch; a module so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: LLFlow, objective: str, dequantize: bool) -> None:
+        super().__init__()
+        if objective not in ("nll", "l1"):
+            raise TrainingError(f"optim.objective must be 'nll' or 'l1', not {objective!r}")
+        self.model, self.objective, self.dequantize = model, objective, dequantize
+
+    def forward(self, low: Tensor, gt: Tensor, histeq: Tensor, prior_generator: torch.Generator,
+                noise: Optional[Tensor] = None) -> Tensor:
+        lq = make_condition(low, histeq)
+        if self.objective == "l1":
+            out, _ = self.model.reverse(lq)  # z = μ (τ = 0): the deterministic output, as at test time
+            return (out.float() - gt).abs().flatten(1).mean(dim=1)
+        result = self.model.likelihood(lq, gt, prior="random", dequantize=self.dequantize,
+                                       generator=prior_generator, noise=noise)
+        return result.nll.float()
+
+
+@dataclass
+class BestScore:
+    metric: str
+    value: float = -math.inf
+    iteration: int = -1
+
+
+def pick_device(name: str, info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError("--device cuda requested but no CUDA GPU is available")
+        return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """Autocast dtype, or None for fp32. ``auto`` = fp16 on CUDA (as the official code), fp32 on CPU."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in table:
+        raise TrainingError(f"optim.precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise TrainingError("optim.precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    return table[precision]
+
+
+class Trainer:
+    """Owns the model, optimiser, data and run folder of one training run."""
+
+    def __init__(self, cfg: TrainConfig, device: str = "auto", resume: Optional[Path] = None) -> None:
+        self.cfg = cfg
+        self.info = init_distributed(torch.device("cuda" if device == "cuda" else "cpu"))
+        self.device = pick_device(device, self.info)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.out = Path(cfg.output)
+        if self.info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        barrier(self.info)
+        self.autocast_dtype = resolve_precision(cfg.optim.precision, self.device)
+        torch.manual_seed(cfg.optim.seed)
+        random.seed(cfg.optim.seed)
+        self.model = LLFlow(config_from_mapping(cfg.model)).to(self.device).train()
+        self.objective = TrainingObjective(self.model, cfg.optim.objective, cfg.optim.dequantize)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                                          eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
+        use_scaler = self.autocast_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.train_set = PairedDataset(cfg.data.train, crop=cfg.data.crop, flip=cfg.data.flip,
+                                       seed=cfg.optim.seed, on_error="skip")
+        self.val_set = (PairedDataset(cfg.data.val, crop=None, flip=False, on_error="skip")
+                        if cfg.data.val else None)
+        self.iteration = 0
+        self.nonfinite = 0
+        self.best = BestScore(cfg.schedule.select_metric)
+        self.logger = RunLogger(self.out, cfg.schedule.tensorboard, enabled=self.info.is_main)
+        self._stop_requested = False
+        if resume is not None:
+            self._load_state(resume)
+        else:
+            self._data_dependent_init()
+        self.wrapped: nn.Module = self.objective
+        if self.info.enabled:
+            # With the reference colour-map prior the encoder's colour head gets no gradient.
+            self.wrapped = nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.optim.objective == "nll")
+
+    # ------------------------------------------------------------------ set-up
+    def _global_batch(self, iteration: int) -> dict[str, Tensor]:
+        plan = BatchPlan(len(self.train_set), self.cfg.data.batch_size, self.cfg.optim.seed, 0, 1, DistInfo())
+        epoch, indices = plan.global_indices(iteration)
+        items = [self.train_set[(epoch, i)] for i in indices]
+        return {k: torch.stack([it[k] for it in items]).to(self.device) for k in ("low", "gt", "histeq")}
+
+    def _data_dependent_init(self) -> None:
+        """Glow-style ActNorm init from the first global batch (identical on every process; plays
+        the role of the official code's first iteration, which takes no optimisation step)."""
+        batch = self._global_batch(0)
+        with torch.no_grad():
+            lq = make_condition(batch["low"], batch["histeq"])
+            self.model.likelihood(lq, batch["gt"], prior="encoder")
+        self.model.mark_initialized()
+
+    def _loader(self) -> DataLoader:
+        plan = BatchPlan(len(self.train_set), self.cfg.data.batch_size, self.cfg.optim.seed,
+                         self.iteration, self.cfg.optim.iterations, self.info)
+        if self.cfg.data.num_workers > 0:
+            self.train_set.preload()  # forked workers share the decoded images
+        return DataLoader(self.train_set, batch_sampler=plan, num_workers=self.cfg.data.num_workers,
+                          pin_memory=self.device.type == "cuda",
+                          persistent_workers=False)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": self.iteration,
+            "nonfinite": self.nonfinite,
+            "best": {"metric": self.best.metric, "value": self.best.value, "iteration": self.best.iteration},
+            "config": self.cfg.to_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def save_state(self) -> None:
+        if not self.info.is_main:
+            return
+        state = self.state_dict()
+        atomic_write(self.out / STATE_NAME, lambda tmp: torch.save(state, tmp))
+
+    def _load_state(self, path: Path) -> None:
+        path = path / STATE_NAME if path.is_dir() else path
+        if not path.is_file():
+            raise TrainingError(f"{path}: no training state to resume from (expected {STATE_NAME} in the run folder)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"], source=str(path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state["iteration"])
+        self.nonfinite = int(state["nonfinite"])
+        self.best = BestScore(**state["best"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(_as_tuple(state["rng"]["python"]))
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if self.info.is_main:
+            print(f"resumed from {path} at iteration {self.iteration}", flush=True)
+
+    # ------------------------------------------------------------------ loop
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _set_lr(self) -> float:
+        o = self.cfg.optim
+        lr = learning_rate(self.iteration, o.lr, o.iterations, o.warmup, o.milestones, o.gamma)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _step(self, batch: dict[str, Any]) -> Optional[float]:
+        """One optimisation step; returns the loss, or None when the step was skipped."""
+        low, gt, histeq = (batch[k].to(self.device, non_blocking=True) for k in ("low", "gt", "histeq"))
+        seed = self.cfg.optim.seed
+        prior_gen = _seeded(seed, self.iteration, 1)
+        noise = None
+        if self.cfg.optim.dequantize:
+            noise = torch.rand(gt.shape, generator=_seeded(seed, self.iteration, 2, self.info.rank)).to(gt)
+        with self._autocast():
+            losses = self.wrapped(low, gt, histeq, prior_gen, noise)
+        loss = losses.mean()
+        if not all_true(bool(torch.isfinite(loss)), self.info, self.device):
+            return self._skip("loss")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.optim.grad_clip or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), clip)
+        if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():
+            return self._skip("gradient")
+        self.scaler.step(self.optimizer)  # with fp16 the scaler itself skips inf/NaN gradients
+        self.scaler.update()
+        self.nonfinite = 0
+        return float(loss.detach())
+
+    def _skip(self, what: str) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite += 1
+        if self.info.is_main:
+            print(f"[train {self.iteration}] non-finite {what}: step skipped ({self.nonfinite} in a row)", flush=True)
+        if self.nonfinite >= self.cfg.optim.max_nonfinite:
+            self.save_state()
+            raise TrainingError(
+                f"{self.nonfinite} consecutive non-finite {what}es at iteration {self.iteration}: stopping; "
+                f"lower optim.lr, set optim.grad_clip, or use optim.precision fp32, then --resume")
+        return None
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self._stop_requested = True
+
+    def train(self) -> BestScore:
+        """Run to ``optim.iterations``; returns the best validation score."""
+        total = self.cfg.optim.iterations
+        if self.info.is_main:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+            print(f"training {self.model.num_parameters():,} parameters on {self.device} "
+                  f"({self.info.world_size} process(es)), {self.cfg.optim.objective} objective, "
+                  f"iterations {self.iteration}..{total}", flush=True)
+        previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            if self.iteration == 0 and self.val_set is not None:
+                self.validate()
+            tic, losses = time.time(), []
+            for batch in self._loader():
+                lr = self._set_lr()
+                loss = self._step(batch)
+                self.iteration += 1
+                if loss is not None:
+                    losses.append(loss)
+                sched = self.cfg.schedule
+                if self.iteration % sched.log_every == 0 or self.iteration == total:
+                    rate = len(losses) / max(time.time() - tic, 1e-9)
+                    if losses:
+                        self.logger.log("train", self.iteration, {"loss": float(np.mean(losses)), "lr": lr,
+                                                                  "it_per_s": round(rate, 3)})
+                    tic, losses = time.time(), []
+                if self.val_set is not None and (self.iteration % sched.val_every == 0 or self.iteration == total):
+                    self.validate()
+                if self.iteration % sched.ckpt_every == 0 or self.iteration == total or self._stop_requested:
+                    self.save_state()
+                if self._stop_requested:
+                    if self.info.is_main:
+                        print(f"stopped at iteration {self.iteration}; resume with --resume {self.out}", flush=True)
+                    break
+            if self.iteration >= total:
+                self._export("final")
+                if self.val_set is None:
+                    self._export("best")
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.logger.close()
+            barrier(self.info)
+        return self.best
+
+    # ------------------------------------------------------------------ validation and export
+    @torch.no_grad()
+    def validation_metrics(self) -> dict[str, float]:
+        """Mean PSNR / SSIM (raw, no GT-mean) at τ = 0 and NLL with the encoder prior on ``val``."""
+        from ..metrics import float_to_uint8, psnr, ssim_gray
+
+        assert self.val_set is not None
+        self.model.eval()
+        scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "nll": []}
+        count = len(self.val_set) if self.cfg.data.val_max_images is None else min(len(self.val_set), self.cfg.data.val_max_images)
+        for index in range(count):
+            item = self.val_set[index]
+            low, gt, histeq = (item[k][None].to(self.device) for k in ("low", "gt", "histeq"))
+            out = self.model.enhance(low, histeq=histeq, clamp=False)
+            out_u8 = float_to_uint8(out[0].permute(1, 2, 0).cpu().numpy())
+            gt_u8 = float_to_uint8(gt[0].permute(1, 2, 0).cpu().numpy())
+            scores["psnr"].append(psnr(out_u8, gt_u8))
+            scores["ssim"].append(ssim_gray(out_u8, gt_u8))
+            h, w = (s - s % 8 for s in gt.shape[-2:])
+            nll = self.model.nll(low[..., :h, :w], gt[..., :h, :w], histeq=histeq[..., :h, :w])
+            scores["nll"].append(float(nll.mean()))
+        self.model.train()
+        return {k: float(np.mean(v)) for k, v in scores.items()}
+
+    def validate(self) -> None:
+        if self.info.is_main:
+            metrics = self.validation_metrics()
+            self.logger.log("val", self.iteration, metrics)
+            value = metrics[self.best.metric] * (-1 if self.best.metric == "nll" else 1)
+            if value > self.best.value and self.iteration > 0:
+                self.best = BestScore(self.best.metric, value, self.iteration)
+                self._export("best", metrics)
+        barrier(self.info)
+
+    def _export(self, name: str, metrics: Optional[dict[str, float]] = None) -> None:
+        if not self.info.is_main:
+            return
+        meta = {"iteration": str(self.iteration), "objective": self.cfg.optim.objective}
+        meta.update({f"val_{k}": f"{v:.6f}" for k, v in (metrics or {}).items()})
+        self.model.save_pretrained(self.out / f"{name}.safetensors", metadata=meta)
+
+
+def _as_tuple(value: Any) -> Any:
+    """``random.setstate`` wants tuples; a checkpoint round trip may give lists."""
+    if isinstance(value, list):
+        return tuple(_as_tuple(v) for v in value)
+    return value
+
+
+def run_training(cfg: TrainConfig, device: str = "auto", resume: Optional[Path] = None) -> BestScore:
+    trainer = Trainer(cfg, device=device, resume=resume)
+    try:
+        return trainer.train()
+    finally:
+        shutdown(trainer.info)
