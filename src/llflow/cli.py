@@ -42,7 +42,41 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train]
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from .baselines import BASELINES
+
+    p = sub.add_parser("evaluate", help="score baselines and models on a paired dataset",
+                       description="PSNR / SSIM / SSIM-RGB / LPIPS, raw and GT-mean rescaled, per method.")
+    p.add_argument("--data", required=True, help="paired dataset folder (low/ + high/, LOL-v1 or LOL-v2 layout)")
+    p.add_argument("--split", help="split inside --data (train/val/test, our485/eval15, Train/Test)")
+    p.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH",
+                   help="a trained checkpoint (.safetensors or official .pth); repeatable")
+    p.add_argument("--method", action="append", default=None, choices=list(BASELINES),
+                   help="classical baselines to include (default: all of them)")
+    p.add_argument("--no-baselines", action="store_true", help="evaluate only the --model entries")
+    p.add_argument("--temperature", type=float, default=0.0, help="τ for model outputs (default 0: deterministic)")
+    p.add_argument("--output", type=Path, help="write summary.json, per_image.csv and grid.png here")
+    p.add_argument("--save-images", action="store_true", help="also save every output image under OUTPUT/images")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    p.add_argument("--limit", type=int, help="only the first N pairs (quick checks)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .baselines import BASELINES
+    from .evaluation import run_evaluation
+
+    methods = [] if args.no_baselines else (args.method or list(BASELINES))
+    run_evaluation(args.data, methods, args.model, split=args.split, output=args.output,
+                   save_images=args.save_images, with_lpips=not args.no_lpips, device=args.device,
+                   temperature=args.temperature, limit=args.limit, progress=not args.quiet)
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_evaluate]
+from .enhance_cli import add_enhance, add_info; COMMANDS += [add_enhance, add_info]  # noqa: E402,E702
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,9 @@ from .config import ConfigLike, LLFlowConfig, resolve_config
 from .encoder import ConditionEncoder, EncoderOutput, stack_conditions
 from .flow import ActNorm2d, ConditionalFlow
 from .prior import bits_per_pixel, dequantize as dequantize_gt, gaussian_log_prob, prior_mean, reference_prior_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .fast import InferenceModel, PreparedCondition
 
 PriorChoice = Literal["encoder", "gt", "random"]
 
@@ -239,6 +242,49 @@ class LLFlow(nn.Module):
             raise ValueError(f"low {tuple(x.shape)} and gt {tuple(y.shape)} differ in shape")
         lq = make_condition(x, histeq.to(x) if histeq is not None else None)
         return self.likelihood(lq, y, prior=prior, dequantize=dequantize, generator=generator).nll
+
+    # ------------------------------------------------------------------ fast inference (opt-in)
+    def prepare_for_inference(self, precision: Union[str, torch.dtype] = "fp32",
+                              device: Union[str, torch.device, None] = None, **options: Any) -> "InferenceModel":
+        """A fast, inference-only copy of this network (:class:`~llflow.model.fast.InferenceModel`):
+        folded ActNorms, float64-precomputed 1×1 inverses, fused oneDNN kernels, channels-last and
+        optionally bf16 (CPU) / fp16 (GPU). This module is not modified (training is unaffected);
+        prepare again after its weights change. Same ``enhance``/``reverse`` contract as here, plus
+        ``prepare_condition``/``decode`` for several latents per image."""
+        from .fast import InferenceModel
+
+        return InferenceModel(self, precision=precision, device=device, **options)
+
+    def _inference_engine(self, precision: Union[str, torch.dtype]) -> "InferenceModel":
+        """Cached :meth:`prepare_for_inference` result, rebuilt when any parameter changes."""
+        from .fast import resolve_precision
+
+        dtype = resolve_precision(precision)
+        key = (dtype, self.device, tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        cache = self.__dict__.setdefault("_engine_cache", {})
+        engine = cache.get(dtype)
+        if engine is None or engine[0] != key:
+            engine = (key, self.prepare_for_inference(dtype))
+            cache[dtype] = engine
+        return engine[1]
+
+    def prepare_condition(self, lq: Tensor, precision: Union[str, torch.dtype, None] = None,
+                          with_logdet: bool = False) -> "PreparedCondition":
+        """Encoder features, prior mean and every condition-only part of the flow for the N×6×H×W
+        condition ``lq`` (H, W multiples of 8), computed once; decode latents with :meth:`decode`.
+
+        ``precision`` defaults to this network's dtype (``fp32``/``fp64``); ``bf16`` on CPUs with
+        bf16 units, ``fp16``/``bf16`` on GPUs. Inference only (no gradients)."""
+        self._check_multiple(lq, "the condition")
+        return self._inference_engine(precision or self.dtype).prepare_condition(lq, with_logdet=with_logdet)
+
+    def decode(self, prepared: "PreparedCondition", z: Optional[Tensor] = None, temperature: float = 0.0,
+               eps: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+               return_logdet: bool = False) -> Union[Tensor, tuple[Tensor, Tensor]]:
+        """Decode ``z`` (default ``μ + τ·ε``) with a :meth:`prepare_condition` result → N×3×H×W
+        (unclamped, float32/float64). Equals ``reverse(lq, z)[0]`` (fp32: to ~1e-6 relative)."""
+        return self._inference_engine(prepared.precision).decode(prepared, z, temperature, eps, generator,
+                                                                 return_logdet=return_logdet)
 
     def num_parameters(self, used_only: bool = True) -> int:
         """Parameter count; ``used_only`` leaves out the official dead tensors."""

@@ -13,6 +13,9 @@ import yaml
 class DataConfig:
     train: str = "../shared/data/sice-lowlight/train"
     val: Optional[str] = "../shared/data/sice-lowlight/val"
+    train_split: Optional[str] = None  # e.g. "train" for a LOL-v2 root (Real_captured + Synthetic)
+    val_split: Optional[str] = None
+    holdout: int = 0  # with no `val`: hold out this many training pairs for model selection
     crop: int = 160
     batch_size: int = 16  # global batch, split evenly over distributed processes
     num_workers: int = 1
@@ -67,13 +70,33 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(where + '.' + u for u in unknown)}; valid: {sorted(names)}")
-    converted = {}
-    for key, value in values.items():
-        default = getattr(cls(), key)
-        if isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        converted[key] = value
-    return cls(**converted)
+    defaults = cls()
+    return cls(**{key: _coerce(getattr(defaults, key), value, f"{where}.{key}") for key, value in values.items()})
+
+
+def _coerce(default: Any, value: Any, where: str) -> Any:
+    """Match the default's type. PyYAML reads ``1e-4`` (no dot) as a string, so numbers are
+    converted here rather than trusted; a value that does not convert is reported by name."""
+    try:
+        if isinstance(default, bool) or value is None:
+            return value
+        if isinstance(default, float) or (default is None and isinstance(value, str) and _is_number(value)):
+            return float(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, tuple):
+            return tuple(_coerce(default[0] if default else None, v, where) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: cannot use {value!r} here (expected {type(default).__name__})") from None
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> TrainConfig:

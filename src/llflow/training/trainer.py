@@ -24,7 +24,7 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
-from ..data import PairedDataset
+from ..data import Pair, PairedDataset, find_pairs
 from ..model import LLFlow
 from ..model.checkpoint import atomic_write
 from ..model.config import config_from_mapping
@@ -45,6 +45,24 @@ def _seeded(*parts: int) -> torch.Generator:
     """A generator whose state is a pure function of ``parts``."""
     seed = int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
     return torch.Generator().manual_seed(seed)
+
+
+def split_pairs(cfg: TrainConfig) -> tuple[list[Pair], list[Pair]]:
+    """Training and validation pairs. Model selection never looks at a test split: either a
+    separate ``data.val`` folder or ``data.holdout`` pairs set aside from the training folder."""
+    data = cfg.data
+    if data.crop % 8:
+        raise TrainingError(f"data.crop {data.crop} must be a multiple of 8 (the flow squeezes three times)")
+    train = find_pairs(data.train, split=data.train_split)
+    if data.val:
+        return train, find_pairs(data.val, split=data.val_split)
+    if data.holdout <= 0:
+        return train, []
+    if data.holdout >= len(train):
+        raise TrainingError(f"data.holdout {data.holdout} leaves no training pairs out of {len(train)}")
+    order = np.random.default_rng([cfg.optim.seed, 0x7A1]).permutation(len(train))
+    held = set(int(i) for i in order[:data.holdout])
+    return [p for i, p in enumerate(train) if i not in held], [p for i, p in enumerate(train) if i in held]
 
 
 class BatchPlan(Sampler):
@@ -149,10 +167,10 @@ class Trainer:
                                           eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
         use_scaler = self.autocast_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        self.train_set = PairedDataset(cfg.data.train, crop=cfg.data.crop, flip=cfg.data.flip,
+        train_pairs, val_pairs = split_pairs(cfg)
+        self.train_set = PairedDataset(train_pairs, crop=cfg.data.crop, flip=cfg.data.flip,
                                        seed=cfg.optim.seed, on_error="skip")
-        self.val_set = (PairedDataset(cfg.data.val, crop=None, flip=False, on_error="skip")
-                        if cfg.data.val else None)
+        self.val_set = PairedDataset(val_pairs, crop=None, flip=False, on_error="skip") if val_pairs else None
         self.iteration = 0
         self.nonfinite = 0
         self.best = BestScore(cfg.schedule.select_metric)
@@ -319,6 +337,7 @@ class Trainer:
                     if self.info.is_main:
                         print(f"stopped at iteration {self.iteration}; resume with --resume {self.out}", flush=True)
                     break
+            self._check_ranks_in_sync()
             if self.iteration >= total:
                 self._export("final")
                 if self.val_set is None:
@@ -329,6 +348,22 @@ class Trainer:
             self.logger.close()
             barrier(self.info)
         return self.best
+
+    def _check_ranks_in_sync(self) -> None:
+        """DistributedDataParallel keeps replicas identical; verify it instead of assuming it."""
+        if not self.info.enabled:
+            return
+        import torch.distributed as dist
+
+        checksum = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).sum().reshape(1)
+        gathered = [torch.zeros_like(checksum) for _ in range(self.info.world_size)]
+        dist.all_gather(gathered, checksum.to(self.device))
+        values = [float(g) for g in gathered]
+        if max(values) != min(values):
+            raise TrainingError(f"distributed replicas diverged at iteration {self.iteration}: checksums {values}")
+        if self.info.is_main:
+            print(f"ranks in sync at iteration {self.iteration}: parameter checksum {values[0]:.10e} "
+                  f"on all {self.info.world_size} processes", flush=True)
 
     # ------------------------------------------------------------------ validation and export
     @torch.no_grad()

@@ -1,0 +1,607 @@
+"""Fast inference engine for LLFlow (opt-in; the training modules are not touched).
+
+``model.prepare_for_inference(precision)`` returns an :class:`InferenceModel`: a snapshot of the
+network's weights, re-arranged once for the reverse (image-producing) direction:
+
+* every ActNorm is folded into the convolution before it (``(conv(x) + b)·e^s`` →
+  ``conv(x; W·e^s) + b·e^s``), the ``Conv2dZeros`` gain ``e^{3·logs}``, the RDB/RRDB ``0.2`` residual
+  scales and the ``+2`` before the coupling sigmoids are folded into weights and biases;
+* the inverse of each invertible 1×1 convolution and the inverse ActNorm after it are one 1×1
+  convolution whose matrix ``diag(e^{-s})·W⁻¹`` is computed in float64; consecutive ones (the
+  last coupling step of a level and the two plain steps after it) are composed into one, also in
+  float64;
+* the condition-only parts of every coupling step — the injector ``fFeatures`` and the condition half
+  of ``fAffine``'s first convolution (``conv(cat[z1, c]) = conv(z1; W_z) + conv(c; W_c)``) — are
+  computed without ``z``; :meth:`InferenceModel.prepare_condition` caches them so several latents
+  can be decoded for one image (:meth:`InferenceModel.decode`);
+* the encoder's colour-map head runs before the nearest-neighbour upsampling (a 1×1 convolution
+  commutes with it) and the RRDB dense blocks use fused convolution + activation/residual kernels;
+* tensors are channels-last; on the CPU the convolutions call oneDNN's fused
+  ``mkldnn._convolution_pointwise`` (bias, LeakyReLU/ReLU/sigmoid and residual additions in the
+  convolution's epilogue); elsewhere plain ``F.conv2d`` followed by the same element-wise ops.
+
+Precision (``"fp32"``, ``"bf16"``, ``"fp16"``): the encoder and the coupling sub-networks run in the
+chosen type; the latent ``z``, the prior mean, the colour-map head, the injector/coupling affine
+arithmetic (sigmoid, division by the scale, log) and the 1×1 inverses always run in float32
+(float64 with ``"fp64"``, for exactness checks).
+fp32 reproduces :meth:`LLFlow.reverse` to ~1e-6 relative (only rounding order differs).
+
+The snapshot does not follow later changes of the network's weights: call
+``prepare_for_inference`` again after training or loading new weights.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..preprocess import equalize_histogram_tensor, make_condition
+from .encoder import ConditionEncoder, ResidualDenseBlock
+from .flow import ConvActNorm, Conv2dZeros, FlowStep, Squeeze
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .llflow import LLFlow
+
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
+CHANNELS_LAST = torch.channels_last
+
+
+def resolve_precision(precision: str | torch.dtype) -> torch.dtype:
+    """``"fp32"|"bf16"|"fp16"`` (or a dtype) → dtype."""
+    if isinstance(precision, torch.dtype):
+        if precision not in PRECISION_DTYPES.values():
+            raise ValueError(f"unsupported precision {precision}; use float32, bfloat16, float16 or float64")
+        return precision
+    name = str(precision).lower()
+    if name not in PRECISION_DTYPES:
+        raise ValueError(f"unknown precision '{precision}'; use fp32, bf16, fp16 (GPU) or fp64")
+    return PRECISION_DTYPES[name]
+
+
+def mkldnn_fusion_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether oneDNN's fused convolution op can be used for ``dtype`` on ``device``."""
+    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16):
+        return False
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+        return False
+    if dtype == torch.bfloat16:
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # pragma: no cover - very old builds
+            return False
+    return True
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16), i.e. bf16
+    convolutions run at about twice the fp32 rate instead of being emulated."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:  # pragma: no cover - not Linux: trust oneDNN's own check
+        return mkldnn_fusion_available(torch.device("cpu"), torch.bfloat16)
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# ------------------------------------------------------------------------------------------------
+# Layout helpers (channels-last aware space-to-depth)
+
+
+def _to_layout(x: Tensor, dtype: torch.dtype, channels_last: bool) -> Tensor:
+    fmt = CHANNELS_LAST if channels_last else torch.contiguous_format
+    return x.to(dtype=dtype).contiguous(memory_format=fmt)
+
+
+def squeeze_cl(x: Tensor, factor: int) -> Tensor:
+    """:func:`~llflow.model.flow.squeeze2d` (channel ``c·f² + fy·f + fx``) producing a
+    channels-last tensor with one copy."""
+    n, c, h, w = x.shape
+    nhwc = x.permute(0, 2, 3, 1).reshape(n, h // factor, factor, w // factor, factor, c)
+    out = nhwc.permute(0, 1, 3, 5, 2, 4).reshape(n, h // factor, w // factor, c * factor * factor)
+    return out.permute(0, 3, 1, 2)
+
+
+def unsqueeze_cl(x: Tensor, factor: int) -> Tensor:
+    """Exact inverse of :func:`squeeze_cl` (any input layout, channels-last output)."""
+    n, c, h, w = x.shape
+    f2 = factor * factor
+    nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, c // f2, factor, factor)
+    out = nhwc.permute(0, 1, 4, 2, 5, 3).reshape(n, h * factor, w * factor, c // f2)
+    return out.permute(0, 3, 1, 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# Convolution with folded parameters and a fused epilogue
+
+
+class FusedConv:
+    """A 2-D convolution (stride 1, "same" padding) with weights folded in float64 and cast once.
+
+    ``conv(x, act=..., add=...)`` computes ``act(conv(x) + bias + add)``; on the CPU with oneDNN
+    this is one kernel (bias, residual and activation in the epilogue).
+    """
+
+    __slots__ = ("weight", "bias", "bias_binary", "padding", "groups", "use_mkldnn", "out_channels")
+
+    def __init__(self, weight: Tensor, bias: Optional[Tensor], *, dtype: torch.dtype, device: torch.device,
+                 channels_last: bool, use_mkldnn: bool, groups: int = 1) -> None:
+        k = weight.shape[-1]
+        self.padding = [k // 2, k // 2]
+        self.groups = groups
+        self.use_mkldnn = use_mkldnn
+        self.out_channels = weight.shape[0]
+        self.weight = _to_layout(weight.to(device), dtype, channels_last)
+        # oneDNN takes an fp32 bias with bf16 data (more accurate), except in its binary-fusion
+        # variant; other back-ends want one dtype.
+        bias_dtype = torch.float32 if use_mkldnn and dtype == torch.bfloat16 else dtype
+        self.bias = None if bias is None else bias.to(device=device, dtype=bias_dtype).contiguous()
+        self.bias_binary = None if bias is None else bias.to(device=device, dtype=dtype).contiguous()
+
+    def __call__(self, x: Tensor, act: Optional[str] = None, add: Optional[Tensor] = None) -> Tensor:
+        if self.use_mkldnn:
+            ops = torch.ops.mkldnn
+            if add is None:
+                scalars = [0.2] if act == "leaky_relu" else []
+                return ops._convolution_pointwise(x, self.weight, self.bias, self.padding, [1, 1], [1, 1],
+                                                  self.groups, act or "none", scalars, "")
+            if act in (None, "relu"):
+                return ops._convolution_pointwise.binary(x, add, self.weight, self.bias_binary, self.padding, [1, 1],
+                                                         [1, 1], self.groups, "add", None, act, [], None)
+            y = ops._convolution_pointwise.binary(x, add, self.weight, self.bias_binary, self.padding, [1, 1], [1, 1],
+                                                  self.groups, "add", None, None, [], None)
+            return _activation(y, act)
+        y = F.conv2d(x, self.weight, self.bias, padding=self.padding, groups=self.groups)
+        if add is not None:
+            y = y + add
+        return _activation(y, act)
+
+
+def _activation(y: Tensor, act: Optional[str]) -> Tensor:
+    if act is None or act == "none":
+        return y
+    if act == "relu":
+        return F.relu(y)
+    if act == "leaky_relu":
+        return F.leaky_relu(y, 0.2)
+    if act == "sigmoid":
+        return torch.sigmoid(y)
+    raise ValueError(f"unknown activation {act!r}")
+
+
+def _f64(t: Tensor) -> Tensor:
+    return t.detach().to(torch.float64)
+
+
+def _fold_conv_actnorm(m: ConvActNorm) -> tuple[Tensor, Tensor]:
+    """``(conv(x; W) + b)·e^s`` → weight, bias (float64)."""
+    gain = torch.exp(_f64(m.actnorm.logs).flatten())
+    return _f64(m.weight) * gain[:, None, None, None], _f64(m.actnorm.bias).flatten() * gain
+
+
+def _fold_conv_zeros(m: Conv2dZeros, permute: Optional[Tensor] = None, add_to_odd: float = 0.0,
+                     ) -> tuple[Tensor, Tensor]:
+    """``(conv(x; W) + b)·e^{3·logs}`` with output rows reordered to ``[even..., odd...]`` (shift
+    channels first, scale channels second) and ``add_to_odd`` (the ``+2`` before the sigmoid) added
+    to the bias of the scale rows (float64)."""
+    gain = torch.exp(_f64(m.logs).flatten() * m.logscale_factor)
+    w = _f64(m.weight) * gain[:, None, None, None]
+    b = _f64(m.bias) * gain
+    n = w.shape[0]
+    order = torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)])
+    w, b = w[order], b[order].clone()
+    b[n // 2:] += add_to_odd
+    return w, b
+
+
+# ------------------------------------------------------------------------------------------------
+# The prepared (condition-only) state
+
+
+@dataclass
+class StepCondition:
+    """Condition-only tensors of one coupling step: the condition half of ``fAffine``'s first
+    convolution (bias included) and the injector's shift and scale (float32)."""
+
+    affine_cond: Tensor
+    injector_shift: Tensor
+    injector_scale: Tensor
+    injector_logdet: Optional[Tensor] = None
+
+
+@dataclass
+class PreparedCondition:
+    """Everything the decoder needs that does not depend on ``z``, for one batch of conditions.
+
+    Made by :meth:`InferenceModel.prepare_condition` (or :meth:`LLFlow.prepare_condition`); pass it
+    to ``decode`` as many times as you like. ``mean`` is the prior mean μ (N×192×H/8×W/8, float32);
+    ``steps`` maps a flow-layer index to its :class:`StepCondition`; ``size`` is the condition's
+    H×W (multiples of 8); ``logdet_const`` the ``z``-independent part of the reverse log-det.
+    """
+
+    mean: Tensor
+    steps: dict[int, StepCondition]
+    size: tuple[int, int]
+    logdet_const: Tensor
+    precision: str = "fp32"
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def batch(self) -> int:
+        return self.mean.shape[0]
+
+    def nbytes(self) -> int:
+        """Memory held by the cache."""
+        total = self.mean.numel() * self.mean.element_size()
+        for s in self.steps.values():
+            for t in (s.affine_cond, s.injector_shift, s.injector_scale):
+                total += t.numel() * t.element_size()
+        return total
+
+
+# ------------------------------------------------------------------------------------------------
+# Engine
+
+
+class _CouplingEngine:
+    """One conditional flow step, reverse direction."""
+
+    def __init__(self, step: FlowStep, index: int, level: int, mk) -> None:
+        affine = step.affine
+        assert affine is not None
+        self.index = index
+        self.level = level
+        self.c1 = affine.channels_first
+        self.c2 = affine.channels_second
+        self.channels = self.c1 + self.c2
+        self.eps = affine.eps
+        # fAffine: first conv split into its z1 part and its condition part.
+        w0, b0 = _fold_conv_actnorm(affine.fAffine[0])
+        self.aff_z = mk(w0[:, : self.c1], None)
+        self.aff_c = mk(w0[:, self.c1:], b0)
+        self.aff_1 = mk(*_fold_conv_actnorm(affine.fAffine[2]))
+        self.aff_2 = mk(*_fold_conv_zeros(affine.fAffine[4], add_to_odd=2.0))
+        # fFeatures: the injector, condition only.
+        self.inj_0 = mk(*_fold_conv_actnorm(affine.fFeatures[0]))
+        self.inj_1 = mk(*_fold_conv_actnorm(affine.fFeatures[2]))
+        self.inj_2 = mk(*_fold_conv_zeros(affine.fFeatures[4], add_to_odd=2.0))
+
+    def condition(self, cond: Tensor, with_logdet: bool, acc: torch.dtype) -> StepCondition:
+        h = self.inj_2(self.inj_1(self.inj_0(cond, act="relu"), act="relu")).to(acc)
+        shift, raw = h[:, : self.channels], h[:, self.channels:]
+        scale = torch.sigmoid(raw).add_(self.eps)
+        logdet = torch.log(scale).sum(dim=(1, 2, 3)) if with_logdet else None
+        return StepCondition(self.aff_c(cond), shift, scale, logdet)
+
+    def inverse(self, z: Tensor, sc: StepCondition, dtype: torch.dtype, logdet: Optional[Tensor]
+                ) -> tuple[Tensor, Optional[Tensor]]:
+        z1, z2 = z[:, : self.c1], z[:, self.c1:]
+        h = self.aff_z(z1.to(dtype), act="relu", add=sc.affine_cond)
+        h = self.aff_1(h, act="relu")
+        h = self.aff_2(h).to(z.dtype)
+        shift, raw = h[:, : self.c2], h[:, self.c2:]
+        scale = torch.sigmoid(raw).add_(self.eps)
+        z2 = z2 / scale - shift
+        z = torch.cat([z1, z2], dim=1) / sc.injector_scale - sc.injector_shift
+        if logdet is not None:
+            logdet = logdet - torch.log(scale).sum(dim=(1, 2, 3))
+            if sc.injector_logdet is not None:
+                logdet = logdet - sc.injector_logdet
+        return z, logdet
+
+
+class InferenceModel:
+    """Fast, inference-only LLFlow built from a trained :class:`~llflow.model.LLFlow`.
+
+    Args:
+        model: the network (left unchanged; its weights are copied and re-arranged).
+        precision: ``"fp32"`` (default), ``"bf16"`` (CPUs with bf16 units, recent GPUs) or
+            ``"fp16"`` (GPU) for the encoder and coupling sub-networks; see the module docstring.
+        device: where to run (default: the model's device).
+        channels_last: NHWC activations (faster with oneDNN and on tensor cores).
+        fused: use oneDNN's fused convolution kernels when available (CPU fp32/bf16).
+    """
+
+    def __init__(self, model: "LLFlow", precision: str | torch.dtype = "fp32",
+                 device: Optional[torch.device | str] = None, channels_last: bool = True,
+                 fused: bool = True) -> None:
+        self.config = model.config
+        self.dtype = resolve_precision(precision)
+        self.precision = {v: k for k, v in PRECISION_DTYPES.items()}[self.dtype]
+        self.device = torch.device(device) if device is not None else model.device
+        if self.dtype == torch.float16 and self.device.type == "cpu":
+            raise ValueError("precision fp16 needs a GPU; on the CPU use bf16 or fp32")
+        self.channels_last = channels_last
+        self.use_mkldnn = fused and channels_last and mkldnn_fusion_available(self.device, self.dtype)
+        # The "accurate" type of z, the affine arithmetic and the 1×1 inverses.
+        self.acc_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+        self._acc_mkldnn = fused and channels_last and mkldnn_fusion_available(self.device, self.acc_dtype)
+        with torch.no_grad():
+            self._build(model)
+
+    # -------------------------------------------------------------------------- construction
+    def _mk(self, weight: Tensor, bias: Optional[Tensor], fp32: bool = False, groups: int = 1) -> FusedConv:
+        dtype = self.acc_dtype if fp32 else self.dtype
+        use = self._acc_mkldnn if fp32 else self.use_mkldnn
+        return FusedConv(weight, bias, dtype=dtype, device=self.device, channels_last=self.channels_last,
+                         use_mkldnn=use, groups=groups)
+
+    def _build(self, model: "LLFlow") -> None:
+        enc: ConditionEncoder = model.RRDB
+        mk = self._mk
+        conv = lambda m, scale=1.0: mk(_f64(m.weight) * scale, _f64(m.bias) * scale)  # noqa: E731
+        self.conv_first = conv(enc.conv_first)
+        self.conv_second = conv(enc.conv_second)
+        self.rrdbs: list[list[list[FusedConv]]] = []
+        for rrdb in enc.RRDB_trunk:
+            blocks = []
+            for r, rdb in enumerate((rrdb.RDB1, rrdb.RDB2, rrdb.RDB3)):
+                assert isinstance(rdb, ResidualDenseBlock)
+                # RDB: 0.2·conv5 + x; for RDB3 the RRDB's own 0.2 multiplies it again.
+                last_scale = 0.2 * (0.2 if r == 2 else 1.0)
+                blocks.append([conv(rdb.conv1), conv(rdb.conv2), conv(rdb.conv3), conv(rdb.conv4),
+                               conv(rdb.conv5, last_scale)])
+            self.rrdbs.append(blocks)
+        self.stack_blocks = enc.stack_blocks
+        self.trunk_conv = conv(enc.trunk_conv)
+        self.downconv1 = conv(enc.downconv1)
+        self.downconv2 = conv(enc.downconv2)
+        head = enc.fine_tune_color_map[0]
+        self.color_head = mk(_f64(head.weight), _f64(head.bias), fp32=True)
+
+        flow = model.flowUpsamplerNet
+        self.L = flow.L
+        # Reverse program per level: ("coupling", engine) and ("linear", FusedConv) and ("unsqueeze",).
+        self.program: dict[int, list[tuple]] = {}
+        self.couplings: dict[int, _CouplingEngine] = {}
+        logdet_terms: dict[int, float] = {}  # per level: Σ (sum(logs) + log|det W|), times h·w later
+        for level in range(1, self.L + 1):
+            ops: list[tuple] = []
+            pending: Optional[tuple[Tensor, Tensor]] = None  # affine map y ↦ M y + c (float64)
+            total = 0.0
+            layers = [(i, layer) for i, (layer, lv) in enumerate(zip(flow.layers, flow.level_of_layer))
+                      if lv == level]
+            for i, layer in reversed(layers):
+                if isinstance(layer, Squeeze):
+                    if pending is not None:
+                        ops.append(("linear", self._linear(*pending)))
+                        pending = None
+                    ops.append(("unsqueeze", layer.factor))
+                    continue
+                assert isinstance(layer, FlowStep)
+                if layer.affine is not None:
+                    if pending is not None:
+                        ops.append(("linear", self._linear(*pending)))
+                        pending = None
+                    engine = _CouplingEngine(layer, i, level, mk)
+                    self.couplings[i] = engine
+                    ops.append(("coupling", engine))
+                w = _f64(layer.invconv.weight)
+                s = _f64(layer.actnorm.logs).flatten()
+                b = _f64(layer.actnorm.bias).flatten()
+                m = torch.exp(-s)[:, None] * torch.linalg.inv(w)  # x = e^{-s}·W⁻¹y − b
+                c = -b
+                total += float(s.sum() + torch.linalg.slogdet(w)[1])
+                if pending is None:
+                    pending = (m, c)
+                else:  # apply pending first, then this one
+                    pm, pc = pending
+                    pending = (m @ pm, m @ pc + c)
+            if pending is not None:
+                ops.append(("linear", self._linear(*pending)))
+            self.program[level] = ops
+            logdet_terms[level] = total
+        self._logdet_terms = logdet_terms
+        self.latent_channels = flow.latent_channels
+
+    def _linear(self, m: Tensor, c: Tensor) -> FusedConv:
+        return self._mk(m[:, :, None, None], c, fp32=True)
+
+    # -------------------------------------------------------------------------- encoder
+    def _layout(self, x: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+        return _to_layout(x, dtype or self.dtype, self.channels_last)
+
+    def _rdb(self, x: Tensor, convs: Sequence[FusedConv], add: Tensor) -> Tensor:
+        c1, c2, c3, c4, c5 = convs
+        x1 = c1(x, act="leaky_relu")
+        x2 = c2(torch.cat((x, x1), 1), act="leaky_relu")
+        x3 = c3(torch.cat((x, x1, x2), 1), act="leaky_relu")
+        x4 = c4(torch.cat((x, x1, x2, x3), 1), act="leaky_relu")
+        return c5(torch.cat((x, x1, x2, x3, x4), 1), add=add)
+
+    def encode(self, lq: Tensor) -> tuple[dict[int, Tensor], Tensor]:
+        """Flow conditions per level (compute dtype, channels-last) and the prior mean (float32)."""
+        x = self._layout(ConditionEncoder.handcrafted_inputs(lq.to(self.device, self.acc_dtype)))
+        fea = self.conv_second(self.conv_first(x, act="leaky_relu"))
+        fea_head = F.max_pool2d(fea, 2)
+        del x, fea
+        fea = fea_head
+        stacked: dict[int, Tensor] = {}
+        for i, (r1, r2, r3) in enumerate(self.rrdbs):
+            inp = fea
+            y = self._rdb(inp, r1, add=inp)
+            y = self._rdb(y, r2, add=y)
+            fea = self._rdb(y, r3, add=torch.add(inp, y, alpha=0.2))
+            if i in self.stack_blocks:
+                stacked[i] = fea
+        fea_down2 = self.trunk_conv(fea, add=fea_head)
+        del fea, fea_head
+        fea_down4 = self.downconv1(F.avg_pool2d(fea_down2, 2), act="leaky_relu")
+        fea_down8 = self.downconv2(F.avg_pool2d(fea_down4, 2))
+        # Colour map: the 1×1 head commutes with the nearest ×2 upsampling, so run it at H/2.
+        head = self.color_head(self._layout(fea_down2, self.acc_dtype), act="sigmoid")
+        cmap = F.interpolate(head.contiguous(), scale_factor=2, mode="nearest")
+        mean = squeeze_cl(cmap, 8) if self.channels_last else _squeeze_nchw(cmap, 8)
+        blocks = [stacked[i] for i in self.stack_blocks]
+        conds = {1: torch.cat([fea_down2, *blocks], 1),
+                 2: torch.cat([fea_down4, *[b[:, :, ::2, ::2] for b in blocks]], 1),
+                 3: torch.cat([fea_down8, *[b[:, :, ::4, ::4] for b in blocks]], 1)}
+        if self.channels_last:
+            conds = {k: v.contiguous(memory_format=CHANNELS_LAST) for k, v in conds.items()}
+        return conds, mean
+
+    # -------------------------------------------------------------------------- flow
+    def _step_conditions(self, conds: dict[int, Tensor], with_logdet: bool) -> Iterator[tuple[int, StepCondition]]:
+        for level in range(self.L, 0, -1):
+            for op in self.program[level]:
+                if op[0] == "coupling":
+                    yield op[1].index, op[1].condition(conds[level], with_logdet, self.acc_dtype)
+
+    def _logdet_const(self, h: int, w: int, n: int) -> Tensor:
+        total = 0.0
+        for level, term in self._logdet_terms.items():
+            total += term * (h >> level) * (w >> level)
+        return torch.full((n,), -total, dtype=self.acc_dtype, device=self.device)
+
+    def _run_flow(self, z: Tensor, steps: Iterator[tuple[int, StepCondition]] | dict[int, StepCondition],
+                  logdet: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+        lazy = not isinstance(steps, dict)
+        for level in range(self.L, 0, -1):
+            for op in self.program[level]:
+                kind = op[0]
+                if kind == "coupling":
+                    engine: _CouplingEngine = op[1]
+                    if lazy:
+                        index, sc = next(steps)  # type: ignore[arg-type]
+                        assert index == engine.index
+                    else:
+                        sc = steps[engine.index]  # type: ignore[index]
+                    z, logdet = engine.inverse(z, sc, self.dtype, logdet)
+                    del sc
+                elif kind == "linear":
+                    z = op[1](z)
+                else:
+                    z = unsqueeze_cl(z, op[1]) if self.channels_last else _unsqueeze_nchw(z, op[1])
+        return z, logdet
+
+    def _latent(self, mean: Tensor, z: Optional[Tensor], temperature: float, eps: Optional[Tensor],
+                generator: Optional[torch.Generator]) -> Tensor:
+        from .llflow import LLFlow
+
+        if z is None:
+            z = LLFlow.sample_latent(mean, temperature, eps, generator)
+        elif z.shape != mean.shape:
+            raise ValueError(f"z has shape {tuple(z.shape)}, expected {tuple(mean.shape)}")
+        return self._layout(z.to(self.device), self.acc_dtype)
+
+    def _check(self, lq: Tensor) -> None:
+        h, w = lq.shape[-2:]
+        m = self.config.multiple
+        if lq.ndim != 4 or lq.shape[1] != 6:
+            raise ValueError(f"the condition must be N×6×H×W, got shape {tuple(lq.shape)}")
+        if h % m or w % m:
+            raise ValueError(f"the condition is {h}×{w}; sizes must be divisible by {m} (enhance() pads)")
+
+    # -------------------------------------------------------------------------- public API
+    @torch.no_grad()
+    def prepare_condition(self, lq: Tensor, with_logdet: bool = False) -> PreparedCondition:
+        """Run the encoder and every condition-only part of the flow once for the N×6×H×W
+        condition ``lq`` (H, W multiples of 8). Memory: about ``(64 + 4·C)·K`` values per
+        level pixel — use it to decode several latents of one image, not for a single pass."""
+        self._check(lq)
+        conds, mean = self.encode(lq)
+        steps = dict(self._step_conditions(conds, with_logdet))
+        h, w = lq.shape[-2:]
+        return PreparedCondition(mean, steps, (h, w), self._logdet_const(h, w, lq.shape[0]), self.precision,
+                                 {"with_logdet": with_logdet})
+
+    @torch.no_grad()
+    def decode(self, prepared: PreparedCondition, z: Optional[Tensor] = None, temperature: float = 0.0,
+               eps: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+               return_logdet: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Decode a latent with a prepared condition → N×3×H×W float32 image (unclamped).
+
+        ``z`` defaults to ``μ + τ·ε`` (``eps`` given or drawn from ``generator``), as in
+        :meth:`LLFlow.reverse`. ``return_logdet`` (needs ``prepare_condition(..., with_logdet=True)``)
+        also returns the reverse log-determinant.
+        """
+        if return_logdet and not prepared.extras.get("with_logdet"):
+            raise ValueError("return_logdet needs prepare_condition(lq, with_logdet=True)")
+        zz = self._latent(prepared.mean, z, temperature, eps, generator)
+        logdet = prepared.logdet_const.clone() if return_logdet else None
+        x, logdet = self._run_flow(zz, prepared.steps, logdet)
+        x = x.contiguous()
+        return (x, logdet) if return_logdet else x  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def reverse(self, lq: Tensor, z: Optional[Tensor] = None, temperature: float = 0.0,
+                eps: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
+                ) -> tuple[Tensor, Tensor]:
+        """Same contract as :meth:`LLFlow.reverse` (``(x, logdet)``), one streaming pass: the
+        condition-only tensors of each step are computed right before the step and freed after."""
+        self._check(lq)
+        conds, mean = self.encode(lq)
+        zz = self._latent(mean, z, temperature, eps, generator)
+        h, w = lq.shape[-2:]
+        logdet = self._logdet_const(h, w, lq.shape[0])
+        steps = self._step_conditions(conds, with_logdet=True)
+        del mean
+        x, logdet = self._run_flow(zz, steps, logdet)
+        return x.contiguous(), logdet  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def forward_image(self, lq: Tensor, z: Optional[Tensor] = None, temperature: float = 0.0,
+                      eps: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+        """:meth:`reverse` without the log-determinant (skips the per-step logs)."""
+        self._check(lq)
+        conds, mean = self.encode(lq)
+        zz = self._latent(mean, z, temperature, eps, generator)
+        del mean
+        x, _ = self._run_flow(zz, self._step_conditions(conds, with_logdet=False), None)
+        return x.contiguous()
+
+    @torch.no_grad()
+    def enhance(self, low: Tensor, temperature: float = 0.0, eps: Optional[Tensor] = None,
+                generator: Optional[torch.Generator] = None, clamp: bool = True,
+                histeq: Optional[Tensor] = None) -> Tensor:
+        """Same contract as :meth:`LLFlow.enhance` (any size; hist-eq on the unpadded image)."""
+        from .llflow import pad_to_multiple
+
+        if low.ndim != 4 or low.shape[1] != 3:
+            raise ValueError(f"low must be N×3×H×W, got shape {tuple(low.shape)}")
+        if not low.is_floating_point():
+            raise TypeError(f"low must be a float tensor in [0, 1], got {low.dtype}")
+        x = low.to(device=self.device, dtype=self.acc_dtype)
+        h, w = x.shape[-2:]
+        if histeq is None:
+            histeq = equalize_histogram_tensor(x)
+        m = self.config.multiple
+        lq = make_condition(pad_to_multiple(x, m), pad_to_multiple(histeq.to(x), m))
+        out = self.forward_image(lq, temperature=temperature, eps=eps, generator=generator)[..., :h, :w]
+        if clamp:
+            out = out.clamp(0.0, 1.0)
+        return out.to(device=low.device, dtype=low.dtype)
+
+    # Duck-typing with LLFlow for code that only needs inference (e.g. tiling loops).
+    def eval(self) -> "InferenceModel":
+        return self
+
+    def to(self, device: torch.device | str) -> "InferenceModel":
+        if torch.device(device) != self.device:
+            raise ValueError(f"this InferenceModel lives on {self.device}; prepare a new one for {device}")
+        return self
+
+    def __repr__(self) -> str:
+        backend = "oneDNN fused" if self.use_mkldnn else "aten"
+        return (f"InferenceModel(K={self.config.K}, nf={self.config.nf}, nb={self.config.nb}, "
+                f"precision={self.precision}, device={self.device}, backend={backend}, "
+                f"channels_last={self.channels_last})")
+
+
+def _squeeze_nchw(x: Tensor, factor: int) -> Tensor:
+    from .flow import squeeze2d
+
+    return squeeze2d(x, factor)
+
+
+def _unsqueeze_nchw(x: Tensor, factor: int) -> Tensor:
+    from .flow import unsqueeze2d
+
+    return unsqueeze2d(x, factor)
+
+
+__all__ = ["InferenceModel", "PreparedCondition", "StepCondition", "FusedConv", "resolve_precision",
+           "mkldnn_fusion_available", "cpu_has_native_bf16", "squeeze_cl", "unsqueeze_cl"]

@@ -1,0 +1,274 @@
+"""The Python API (llflow.enhance / sample / uncertainty / load_model), tiling, precision, exposure.
+
+Fast tests use the ``tiny`` architecture with random weights; the tests that judge image quality
+(brightness, exposure monotonicity, tiling PSNR) need a trained model and use the bundled default
+(``LLFlow.from_pretrained()``), which must be installed.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytest
+import torch
+
+import llflow
+from llflow import LLFlow
+from llflow.inference import (EXPOSURE_STEP, MEMORY_BUDGET_ENV, Enhancer, auto_tile_size, check_precision,
+                              estimate_bytes_per_pixel, exposure_offset, load_model, plan_tiles, resolve_device,
+                              uncertainty_from_samples)
+from llflow.io import read_image
+from llflow.model import checkpoint
+from llflow.preprocess import equalize_histogram_tensor
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+@pytest.fixture(scope="module")
+def tiny_net() -> LLFlow:
+    torch.manual_seed(0)
+    net = LLFlow.from_config("tiny").eval()
+    net.mark_initialized()
+    return net
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_net: LLFlow) -> Enhancer:
+    return load_model(tiny_net, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def low_np() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return (rng.random((37, 45, 3)) * 60).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def default_model() -> Enhancer:
+    """The bundled default model (a trained LOL_smallNet); these tests need it installed."""
+    return load_model("default", device="cpu")
+
+
+# --------------------------------------------------------------------------------------- loading
+def test_no_default_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(llflow.CheckpointError, match="no default model is installed"):
+        load_model()
+    with pytest.raises(llflow.CheckpointError, match="no default model is installed"):
+        llflow.enhance(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_load_model_from_file_is_cached(tmp_path: Path, tiny_net: LLFlow) -> None:
+    path = tiny_net.save_pretrained(tmp_path / "m.safetensors")
+    a = load_model(path, device="cpu")
+    b = llflow.load_model(str(path), device="auto", precision="fp32")
+    assert a is b and a.architecture == "tiny" and a.source == str(path.resolve())
+    low = torch.rand(1, 3, 37, 45) * 0.3
+    assert torch.equal(a.enhance_tensor(low), tiny_net.enhance(low))
+
+
+def test_device_and_precision_checks() -> None:
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        check_precision("fp16", torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown precision"):
+        check_precision("int8", torch.device("cpu"))
+
+
+def test_bf16_on_cpu_is_close_to_fp32(tiny_net: LLFlow, tiny: Enhancer) -> None:
+    low = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(1)) * 0.3
+    bf16 = load_model(tiny_net, device="cpu", precision="bf16")
+    assert bf16.precision == "bf16" and bf16.net is tiny.net
+    assert psnr(bf16.enhance_tensor(low), tiny.enhance_tensor(low)) > 30
+
+
+# --------------------------------------------------------------------------------------- API kinds
+def test_enhance_is_the_official_output_at_tau0_ev0(tiny: Enhancer, tiny_net: LLFlow, low_np: np.ndarray) -> None:
+    out = llflow.enhance(low_np.astype(np.float32) / 255, model=tiny)
+    ref = tiny_net.enhance(torch.from_numpy(low_np.astype(np.float32) / 255).permute(2, 0, 1)[None])
+    assert np.array_equal(out, ref[0].permute(1, 2, 0).numpy())
+
+
+def test_enhance_returns_the_same_kind(tiny: Enhancer, low_np: np.ndarray) -> None:
+    from PIL import Image as PILImage
+
+    u8 = llflow.enhance(low_np, model=tiny)
+    assert u8.dtype == np.uint8 and u8.shape == low_np.shape
+    u16 = llflow.enhance(low_np.astype(np.uint16) * 257, model=tiny)
+    assert u16.dtype == np.uint16 and u16.shape == low_np.shape
+    grey = llflow.enhance(low_np[..., 0], model=tiny)
+    assert grey.shape == low_np.shape[:2] and grey.dtype == np.uint8
+    alpha = np.arange(37 * 45, dtype=np.uint8).reshape(37, 45)
+    rgba = llflow.enhance(np.dstack([low_np, alpha]), model=tiny)
+    assert rgba.shape == (37, 45, 4) and np.array_equal(rgba[..., 3], alpha)
+    pil = llflow.enhance(PILImage.fromarray(low_np), model=tiny)
+    assert isinstance(pil, PILImage.Image) and pil.size == (45, 37) and pil.mode == "RGB"
+    t = torch.from_numpy(low_np).permute(2, 0, 1).float() / 255
+    assert llflow.enhance(t, model=tiny).shape == t.shape
+    batch = llflow.enhance(torch.stack([t, t.flip(-1)]), model=tiny)
+    assert batch.shape == (2, 3, 37, 45) and torch.allclose(batch[0], llflow.enhance(t, model=tiny))
+
+
+def test_model_argument_accepts_a_network_and_a_path(tiny_net: LLFlow, tmp_path: Path, low_np: np.ndarray) -> None:
+    path = tiny_net.save_pretrained(tmp_path / "tiny.safetensors")
+    a = llflow.enhance(low_np, model=tiny_net, device="cpu")
+    b = llflow.enhance(low_np, model=str(path), device="cpu")
+    assert np.array_equal(a, b)
+
+
+def test_sampling_is_seeded_and_differs(tiny: Enhancer, low_np: np.ndarray) -> None:
+    s4 = llflow.sample(low_np.astype(np.float32) / 255, n=4, temperature=0.8, seed=3, model=tiny)
+    s2 = llflow.sample(low_np.astype(np.float32) / 255, n=2, temperature=0.8, seed=3, model=tiny)
+    assert len(s4) == 4 and all(s.shape == low_np.shape for s in s4)
+    assert np.array_equal(s4[0], s2[0]) and np.array_equal(s4[1], s2[1])  # a stream: prefixes agree
+    assert not np.allclose(s4[0], s4[1])
+    one = llflow.enhance(low_np.astype(np.float32) / 255, temperature=0.8, seed=3, model=tiny)
+    assert np.array_equal(one, s4[0])
+    det = llflow.enhance(low_np.astype(np.float32) / 255, model=tiny)
+    assert not np.allclose(one, det)
+
+
+def test_uncertainty_is_std_over_samples(tiny: Enhancer, low_np: np.ndarray) -> None:
+    x = low_np.astype(np.float32) / 255
+    std = llflow.uncertainty(x, n=3, temperature=0.8, seed=1, model=tiny)
+    samples = llflow.sample(x, n=3, temperature=0.8, seed=1, model=tiny)
+    expected = np.stack(samples).astype(np.float64).std(axis=0).mean(axis=-1)
+    assert std.shape == low_np.shape[:2] and std.dtype == np.float32
+    np.testing.assert_allclose(std, expected, atol=1e-6)
+    assert std.min() >= 0 and std.max() > 0
+    t = llflow.uncertainty(torch.from_numpy(x).permute(2, 0, 1), n=2, seed=0, model=tiny)
+    assert t.shape == (1, 1, 37, 45)
+    with pytest.raises(ValueError, match="n >= 2"):
+        llflow.uncertainty(x, n=1, model=tiny)
+    zeros = uncertainty_from_samples([torch.ones(1, 3, 4, 4)] * 3)
+    assert zeros.shape == (1, 1, 4, 4) and float(zeros.abs().max()) == 0
+
+
+def test_exposure_zero_is_exact_and_shifts_the_latent(tiny: Enhancer, low_np: np.ndarray) -> None:
+    assert exposure_offset(0.0, 37, 45) is None
+    off = exposure_offset(1.5, 37, 45)
+    assert off.shape == (1, 192, 5, 6) and torch.all(off == 1.5 * EXPOSURE_STEP)
+    base = llflow.enhance(low_np, model=tiny)
+    assert np.array_equal(llflow.enhance(low_np, exposure=0.0, model=tiny), base)
+    assert not np.array_equal(llflow.enhance(low_np, exposure=1.0, model=tiny), base)
+
+
+# --------------------------------------------------------------------------------------- tiling
+class PointwiseEnhancer(Enhancer):
+    """A stand-in network that is exactly pointwise in (low, histeq, latent offset), so tiled and
+    untiled results must agree *exactly* when the slices of histeq and the latent line up."""
+
+    calls: int = 0
+
+    def _forward(self, low: torch.Tensor, histeq: torch.Tensor, offset: Optional[torch.Tensor]) -> torch.Tensor:
+        type(self).calls += 1
+        h, w = low.shape[-2:]
+        z = torch.zeros(1, 3, h, w)
+        if offset is not None:
+            up = offset[:, :3].repeat_interleave(8, -2).repeat_interleave(8, -1)
+            z = up[..., :h, :w]
+        return torch.sigmoid(low * 3 + histeq - 0.5 + z)
+
+
+def test_plan_tiles_cover_with_origins_on_multiples_of_8() -> None:
+    tiles = plan_tiles(100, 131, tile=30, pad=10)  # rounded up to 32 and 16
+    cover = np.zeros((100, 131), int)
+    for t in tiles:
+        assert t.y0 % 32 == 0 and t.x0 % 32 == 0 and t.ey0 % 8 == 0 and t.ex0 % 8 == 0
+        assert t.ey0 == max(0, t.y0 - 16) and t.ex1 == min(131, t.x1 + 16)
+        cover[t.y0:t.y1, t.x0:t.x1] += 1
+    assert (cover == 1).all()
+    with pytest.raises(ValueError):
+        plan_tiles(10, 10, 0, 8)
+
+
+@pytest.mark.parametrize("tile,pad", [(32, 16), (48, 8), (24, 32)])
+def test_tiled_equals_untiled_for_a_pointwise_network(tiny_net: LLFlow, tile: int, pad: int) -> None:
+    fake = PointwiseEnhancer(tiny_net, torch.device("cpu"))
+    low = torch.rand(1, 3, 75, 101, generator=torch.Generator().manual_seed(0)) * 0.4
+    for temperature, exposure in [(0.0, 0.0), (0.8, 0.5)]:
+        whole = fake.enhance_tensor(low, temperature, exposure, torch.Generator().manual_seed(7), tile=0)
+        tiled = fake.enhance_tensor(low, temperature, exposure, torch.Generator().manual_seed(7), tile=tile,
+                                    tile_pad=pad)
+        torch.testing.assert_close(tiled, whole, atol=2e-6, rtol=0)  # blending weights sum to 1
+
+
+def test_histeq_is_taken_on_the_whole_image_when_tiling(tiny_net: LLFlow) -> None:
+    seen = []
+
+    class Spy(Enhancer):
+        def _forward(self, low, histeq, offset):  # type: ignore[no-untyped-def]
+            seen.append(histeq)
+            return low
+
+    low = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 0.3
+    low[..., :32, :] *= 0.2  # tiles with very different histograms
+    Spy(tiny_net, torch.device("cpu")).decode(low, tile=32, tile_pad=0)
+    full = equalize_histogram_tensor(low)
+    assert torch.equal(seen[0], full[..., :32, :32]) and torch.equal(seen[3], full[..., 32:, 32:])
+
+
+def test_tiled_real_network_matches_untiled(tiny: Enhancer) -> None:
+    low = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(4)) * 0.3
+    whole = tiny.enhance_tensor(low, tile=0)
+    tiled = tiny.enhance_tensor(low, tile=48, tile_pad=16)  # 4 tiles of 64×64 (one kernel set-up)
+    assert tiled.shape == whole.shape and psnr(tiled, whole) > 40
+
+
+def test_automatic_tiling_under_a_small_memory_budget(tiny_net: LLFlow, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = PointwiseEnhancer(tiny_net, torch.device("cpu"))
+    bpp = fake.bytes_per_pixel()
+    assert bpp == estimate_bytes_per_pixel(tiny_net.config) and 500 < bpp < 2000
+    assert estimate_bytes_per_pixel(tiny_net.config, "bf16") == 2 * bpp
+    assert auto_tile_size(100, 100, bpp, budget=10**12) is None
+    assert auto_tile_size(4000, 3000, bpp, budget=int(bpp * 300**2), pad=32) == 232
+    low = torch.rand(1, 3, 160, 160) * 0.3
+    PointwiseEnhancer.calls = 0
+    fake.decode(low)  # plenty of memory: one call
+    assert PointwiseEnhancer.calls == 1
+    monkeypatch.setenv(MEMORY_BUDGET_ENV, str(int(bpp * 140**2)))  # (64 + 2·32)² fits, 160² does not
+    PointwiseEnhancer.calls = 0
+    fake.decode(low, tile_pad=32)
+    assert PointwiseEnhancer.calls == 9  # 64-pixel tiles, 3 × 3
+    PointwiseEnhancer.calls = 0
+    fake.decode(low, tile=0)  # 0: never tile
+    assert PointwiseEnhancer.calls == 1
+    monkeypatch.setenv(MEMORY_BUDGET_ENV, "lots")
+    with pytest.raises(ValueError, match=MEMORY_BUDGET_ENV):
+        fake.decode(low)
+
+
+# --------------------------------------------------------------------------------------- trained model
+def _val_pair(shared: Path, name: str, size: int = 128) -> torch.Tensor:
+    image = read_image(shared / "data" / "sice-lowlight" / "val" / "low" / name)
+    rgb = torch.from_numpy(image.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    return torch.nn.functional.interpolate(rgb, size=(size, size), mode="area")
+
+
+def test_exposure_is_monotonic_on_val_images(default_model: Enhancer, shared: Path) -> None:
+    """Brightness rises with EV on real val images (full sweep: experiments/exposure_sweep.py)."""
+    for name in ("s134_f131.jpg", "s30_f27.jpg"):
+        low = _val_pair(shared, name)
+        means = [float(default_model.enhance_tensor(low, exposure=ev).mean()) for ev in (-1.0, 0.0, 1.0)]
+        assert means[0] < means[1] < means[2], (name, means)
+        assert means[2] - means[0] > 0.05, (name, means)
+
+
+def test_tiling_with_the_trained_model(default_model: Enhancer, shared: Path) -> None:
+    """PSNR(tiled, untiled) on a real photo; the 2-4 MP measurement is benchmarks/tiling_psnr.py."""
+    image = read_image(shared / "data" / "real-lowlight" / "sci-easy" / "0016.png")
+    low = torch.from_numpy(image.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None][..., :160, :256]
+    whole = default_model.enhance_tensor(low, tile=0)
+    tiled = default_model.enhance_tensor(low, tile=96, tile_pad=32)
+    assert psnr(tiled, whole) >= 40
