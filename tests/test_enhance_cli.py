@@ -11,7 +11,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 import cv2
 import numpy as np
@@ -25,6 +25,16 @@ from llflow.io import read_image, write_image
 from llflow.model import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: these small images gain nothing from more, and on a shared, busy CI
+    machine two spinning OpenMP threads made the tiny-model calls ~100× slower (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +181,13 @@ def test_16bit_grey_rgba_and_exif(tmp_path: Path, tiny_path: Path, capsys: pytes
     exif_jpeg(src / "rotated.jpg", stored, orientation=6)  # display: 40 high × 16 wide
 
     seen = []
-    forward = Enhancer._forward
+    forward = Enhancer._forward_many
 
-    def spy(self, low, histeq, offset):  # type: ignore[no-untyped-def]
+    def spy(self, low, histeq, offsets):  # type: ignore[no-untyped-def]
         seen.append(low.clone())
-        return forward(self, low, histeq, offset)
+        return forward(self, low, histeq, offsets)
 
-    monkeypatch.setattr(Enhancer, "_forward", spy)
+    monkeypatch.setattr(Enhancer, "_forward_many", spy)
     out = tmp_path / "out"
     code, _, err = run([str(src), "-o", str(out), "--model", str(tiny_path)], capsys)
     assert code == 0, err

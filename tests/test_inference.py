@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import pytest
@@ -16,8 +16,8 @@ import torch
 
 import llflow
 from llflow import LLFlow
-from llflow.inference import (EXPOSURE_STEP, MEMORY_BUDGET_ENV, Enhancer, auto_tile_size, check_precision,
-                              estimate_bytes_per_pixel, exposure_offset, load_model, plan_tiles, resolve_device,
+from llflow.inference import (MEMORY_BUDGET_ENV, Enhancer, _linear_luminance, auto_tile_size, check_precision,
+                              estimate_bytes_per_pixel, exposure_shift, load_model, plan_tiles, resolve_device,
                               uncertainty_from_samples)
 from llflow.io import read_image
 from llflow.model import checkpoint
@@ -27,6 +27,16 @@ from llflow.preprocess import equalize_histogram_tensor
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float(((a.double() - b.double()) ** 2).mean())
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: these small images gain nothing from more, and on a shared, busy CI
+    machine two spinning OpenMP threads made the tiny-model calls ~100× slower (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +144,7 @@ def test_sampling_is_seeded_and_differs(tiny: Enhancer, low_np: np.ndarray) -> N
     assert np.array_equal(s4[0], s2[0]) and np.array_equal(s4[1], s2[1])  # a stream: prefixes agree
     assert not np.allclose(s4[0], s4[1])
     one = llflow.enhance(low_np.astype(np.float32) / 255, temperature=0.8, seed=3, model=tiny)
-    assert np.array_equal(one, s4[0])
+    np.testing.assert_allclose(one, s4[0], atol=1e-5)  # same noise (samples share one encoder pass)
     det = llflow.enhance(low_np.astype(np.float32) / 255, model=tiny)
     assert not np.allclose(one, det)
 
@@ -156,12 +166,19 @@ def test_uncertainty_is_std_over_samples(tiny: Enhancer, low_np: np.ndarray) -> 
 
 
 def test_exposure_zero_is_exact_and_shifts_the_latent(tiny: Enhancer, low_np: np.ndarray) -> None:
-    assert exposure_offset(0.0, 37, 45) is None
-    off = exposure_offset(1.5, 37, 45)
-    assert off.shape == (1, 192, 5, 6) and torch.all(off == 1.5 * EXPOSURE_STEP)
+    low = torch.from_numpy(low_np.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    assert exposure_shift(tiny.net, low, 0.0) is None
     base = llflow.enhance(low_np, model=tiny)
     assert np.array_equal(llflow.enhance(low_np, exposure=0.0, model=tiny), base)
-    assert not np.array_equal(llflow.enhance(low_np, exposure=1.0, model=tiny), base)
+    # Random weights say nothing about brightness (see the trained-model test below); check the shape
+    # of the shift: one 192-vector, the same at every latent position.
+    small = low[..., :16, :24]
+    shift = exposure_shift(tiny.net, small, 0.5)
+    assert shift is not None and shift.direction.shape == (1, 192, 1, 1) and math.isfinite(shift.achieved_ev)
+    offset = shift.offset(37, 45)
+    assert offset.shape == (1, 192, 5, 6) and torch.equal(offset[..., 2, 3], offset[..., 0, 0])
+    assert llflow.enhance(small[0].permute(1, 2, 0).numpy(), exposure=0.5, model=tiny).shape == (16, 24, 3)
+    assert tiny.last_exposure is not None and tiny.last_exposure.amplitude == shift.amplitude
 
 
 # --------------------------------------------------------------------------------------- tiling
@@ -171,14 +188,17 @@ class PointwiseEnhancer(Enhancer):
 
     calls: int = 0
 
-    def _forward(self, low: torch.Tensor, histeq: torch.Tensor, offset: Optional[torch.Tensor]) -> torch.Tensor:
+    def _forward_many(self, low: torch.Tensor, histeq: torch.Tensor,
+                      offsets: Sequence[Optional[torch.Tensor]]) -> List[torch.Tensor]:
         type(self).calls += 1
         h, w = low.shape[-2:]
-        z = torch.zeros(1, 3, h, w)
-        if offset is not None:
-            up = offset[:, :3].repeat_interleave(8, -2).repeat_interleave(8, -1)
-            z = up[..., :h, :w]
-        return torch.sigmoid(low * 3 + histeq - 0.5 + z)
+        outs = []
+        for offset in offsets:
+            z = torch.zeros(1, 3, h, w)
+            if offset is not None:
+                z = offset[:, :3].repeat_interleave(8, -2).repeat_interleave(8, -1)[..., :h, :w]
+            outs.append(torch.sigmoid(low * 3 + histeq - 0.5 + z))
+        return outs
 
 
 def test_plan_tiles_cover_with_origins_on_multiples_of_8() -> None:
@@ -202,15 +222,19 @@ def test_tiled_equals_untiled_for_a_pointwise_network(tiny_net: LLFlow, tile: in
         tiled = fake.enhance_tensor(low, temperature, exposure, torch.Generator().manual_seed(7), tile=tile,
                                     tile_pad=pad)
         torch.testing.assert_close(tiled, whole, atol=2e-6, rtol=0)  # blending weights sum to 1
+    many = fake.sample_tensors(low, 3, 0.8, 0.5, torch.Generator().manual_seed(7), tile=tile, tile_pad=pad)
+    ref = fake.sample_tensors(low, 3, 0.8, 0.5, torch.Generator().manual_seed(7), tile=0)
+    for a, b in zip(many, ref):
+        torch.testing.assert_close(a, b, atol=2e-6, rtol=0)
 
 
 def test_histeq_is_taken_on_the_whole_image_when_tiling(tiny_net: LLFlow) -> None:
     seen = []
 
     class Spy(Enhancer):
-        def _forward(self, low, histeq, offset):  # type: ignore[no-untyped-def]
+        def _forward_many(self, low, histeq, offsets):  # type: ignore[no-untyped-def]
             seen.append(histeq)
-            return low
+            return [low for _ in offsets]
 
     low = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 0.3
     low[..., :32, :] *= 0.2  # tiles with very different histograms
@@ -250,23 +274,29 @@ def test_automatic_tiling_under_a_small_memory_budget(tiny_net: LLFlow, monkeypa
 
 
 # --------------------------------------------------------------------------------------- trained model
-def _val_pair(shared: Path, name: str, size: int = 128) -> torch.Tensor:
+def _val_pair(shared: Path, name: str, size: int = 96) -> torch.Tensor:
     image = read_image(shared / "data" / "sice-lowlight" / "val" / "low" / name)
     rgb = torch.from_numpy(image.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
     return torch.nn.functional.interpolate(rgb, size=(size, size), mode="area")
 
 
 def test_exposure_is_monotonic_on_val_images(default_model: Enhancer, shared: Path) -> None:
-    """Brightness rises with EV on real val images (full sweep: experiments/exposure_sweep.py)."""
+    """Brightness rises with EV on real val images, by about EV stops, without a colour cast
+    (full sweep over the val split: experiments/exposure_sweep.py)."""
     for name in ("s134_f131.jpg", "s30_f27.jpg"):
         low = _val_pair(shared, name)
-        means = [float(default_model.enhance_tensor(low, exposure=ev).mean()) for ev in (-1.0, 0.0, 1.0)]
+        outs = {ev: default_model.enhance_tensor(low, exposure=ev) for ev in (-1.0, 0.0, 1.0)}
+        means = [float(outs[ev].mean()) for ev in (-1.0, 0.0, 1.0)]
         assert means[0] < means[1] < means[2], (name, means)
-        assert means[2] - means[0] > 0.05, (name, means)
+        for ev in (-1.0, 1.0):
+            stops = math.log2(float(_linear_luminance(outs[ev]) / _linear_luminance(outs[0.0])))
+            assert abs(stops - ev) < 0.35, (name, ev, stops)
+            chroma = [o.mean(dim=(0, 2, 3)) / o.mean(dim=(0, 2, 3)).sum() for o in (outs[ev], outs[0.0])]
+            assert float((chroma[0] - chroma[1]).abs().max()) < 0.03, (name, ev, chroma)
 
 
 def test_tiling_with_the_trained_model(default_model: Enhancer, shared: Path) -> None:
-    """PSNR(tiled, untiled) on a real photo; the 2-4 MP measurement is benchmarks/tiling_psnr.py."""
+    """PSNR(tiled, untiled) on a real photo; the 2-4 MP measurement is experiments/tiling_psnr.py."""
     image = read_image(shared / "data" / "real-lowlight" / "sci-easy" / "0016.png")
     low = torch.from_numpy(image.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None][..., :160, :256]
     whole = default_model.enhance_tensor(low, tile=0)

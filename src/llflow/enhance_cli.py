@@ -20,6 +20,21 @@
     Errors: an input that cannot be read gets one line on stderr naming it; the others are still
     processed; the exit status is 1 if any input failed. A summary line ends the run.
 
+    The flow's own options (details in :mod:`llflow.inference`):
+
+    * ``--temperature τ``: 0 (default) is the official deterministic output ``z = μ``; τ > 0
+      decodes ``z = μ + τ·ε``. ``--samples N --seed S`` writes N such samples (τ default 0.8);
+      sample i of an image depends only on (S, i), not on the other images or the process.
+    * ``--uncertainty``: std over N samples (``--samples N``, else ``--uncertainty-samples``,
+      default 8) at τ (default 0.8) of each output value, averaged over R, G, B; stored as a 16-bit
+      grey PNG, value v ↔ std = v / 65535 × 0.25 (white = 0.25 or more, in [0, 1] intensity units).
+    * ``--exposure EV``: EV stops more (or, negative, less) linear light than the official output,
+      by moving the latent along the model's colour-neutral brightness direction; saturates
+      (with a note) where highlights clip. 0 gives exactly the official output.
+    * ``--tile SIZE --tile-pad P``: bounded memory; without ``--tile`` images that would not fit
+      in half the free memory (or ``--memory-budget`` / ``$LLFLOW_MEMORY_BUDGET``) are tiled
+      automatically; ``--tile 0`` never tiles.
+
     Many processes: ``torchrun --nproc-per-node N -m llflow enhance ...`` (or several nodes) splits
     the sorted input list: rank ``r`` of ``W`` takes items ``r, r+W, ...``; results are identical to
     one process (noise comes from ``--seed`` per image, not from a shared stream).
@@ -59,38 +74,37 @@ def add_enhance(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "enhance", help="enhance low-light images (files, folders, globs)",
         description="Enhance low-light images with LLFlow. Writes OUTDIR/{stem}{suffix}.{ext}; existing outputs "
-                    "are kept unless --overwrite. Many processes: torchrun --nproc-per-node N -m llflow enhance ...",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "are kept unless --overwrite. Many processes: torchrun --nproc-per-node N -m llflow enhance ...")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("--examples", action="store_true", help="enhance the example images bundled with llflow")
     p.add_argument("-o", "--output", type=Path, default=Path("results"),
-                   help="output folder (created if missing)")
+                   help="output folder, created if missing (default: results)")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="also take images in sub-folders of folder inputs (kept as sub-folders of OUTDIR)")
-    p.add_argument("--suffix", default="_llflow", help="appended to the input's stem ('' allowed)")
-    p.add_argument("--ext", default="auto", choices=_EXT_CHOICES, help="output format; auto keeps the input's")
-    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100")
+    p.add_argument("--suffix", default="_llflow", help="appended to the input's stem (default: _llflow; '' allowed, use --suffix=-x for leading dashes)")
+    p.add_argument("--ext", default="auto", choices=_EXT_CHOICES, help="output format (default: auto = the input's)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default: 95)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep and skip)")
-    p.add_argument("--model", default="default", help="'default' (bundled) or an official .pth / llflow .safetensors")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--model", default="default", help="'default' (the bundled model) or an official .pth / llflow .safetensors file")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="network precision (fp16 needs a GPU)")
+                   help="network precision (default: fp32; fp16 needs a GPU)")
     p.add_argument("--temperature", "-t", type=float, default=None,
                    help=f"latent temperature τ: 0 = the official deterministic result (default for one output), "
                         f">0 samples z=μ+τε (default {SAMPLE_TEMPERATURE} for --samples/--uncertainty)")
     p.add_argument("--samples", "-n", type=int, default=1,
                    help="write N different plausible enhancements {stem}{suffix}_s{i}.{ext}")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (per image) for τ > 0")
+    p.add_argument("--seed", type=int, default=0, help="noise seed, per image, for τ > 0 (default: 0)")
     p.add_argument("--uncertainty", action="store_true",
                    help=f"also write {{stem}}{{suffix}}_uncertainty.png: per-pixel std over samples (RGB mean), "
                         f"16-bit grey, white = std {UNCERTAINTY_FULL_SCALE}")
     p.add_argument("--uncertainty-samples", type=int, default=UNCERTAINTY_SAMPLES,
-                   help="samples for --uncertainty when --samples is not given")
+                   help="samples for --uncertainty when --samples is not given (default: %(default)s)")
     p.add_argument("--exposure", "-e", type=float, default=0.0,
                    help="exposure in EV stops from the latent (+1 brighter, -1 darker; 0 = official output)")
     p.add_argument("--tile", type=int, default=None,
                    help="tile size for bounded memory (default: automatic when the image would not fit; 0: never)")
-    p.add_argument("--tile-pad", type=int, default=DEFAULT_TILE_PAD, help="context pixels around each tile")
+    p.add_argument("--tile-pad", type=int, default=DEFAULT_TILE_PAD, help="context pixels around each tile, multiple of 8 (default: %(default)s)")
     p.add_argument("--memory-budget", default=None,
                    help="memory allowed per image for automatic tiling, e.g. 2GB (default: half the free memory, "
                         "or $LLFLOW_MEMORY_BUDGET)")
@@ -100,11 +114,10 @@ def add_enhance(sub: argparse._SubParsersAction) -> None:
 
 def add_info(sub: argparse._SubParsersAction) -> None:
     """Register ``llflow info``."""
-    p = sub.add_parser("info", help="show the model, device and precision that enhance would use",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("info", help="show the model, device and precision that enhance would use")
     p.add_argument("--model", default="default", help="'default' or a checkpoint path")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="default: fp32")
     p.add_argument("--memory-budget", default=None, help="as for enhance")
     p.set_defaults(func=run_info)
 
@@ -233,6 +246,7 @@ def process_job(job: Job, enhancer: Enhancer, args: argparse.Namespace, bar_fact
     if not todo:
         return "skipped"
     image = read_image(job.source)
+    enhancer.last_exposure = None
     scale = 65535.0 if image.rgb.dtype == np.uint16 else 255.0
     # Straight to float: a 16-bit input is never quantised to 8 bits (only hist-eq is, by design).
     low = torch.from_numpy(image.rgb.astype(np.float32) / np.float32(scale)).permute(2, 0, 1)[None]
@@ -240,7 +254,7 @@ def process_job(job: Job, enhancer: Enhancer, args: argparse.Namespace, bar_fact
         path.parent.mkdir(parents=True, exist_ok=True)
     tau, tau_u = _temperatures(args)
     generator = torch.Generator().manual_seed(args.seed)  # per image: independent of rank and order
-    common = dict(tile=args.tile, tile_pad=args.tile_pad, progress=bar_factory)
+    common: Dict[str, Any] = {"tile": args.tile, "tile_pad": args.tile_pad, "progress": bar_factory}
     results: Dict[str, torch.Tensor] = {}
     samples: List[torch.Tensor] = []
     if args.samples > 1:
@@ -248,9 +262,15 @@ def process_job(job: Job, enhancer: Enhancer, args: argparse.Namespace, bar_fact
         results.update({f"s{i}": s for i, s in enumerate(samples)})
     elif "main" in todo:
         results["main"] = enhancer.enhance_tensor(low, tau, args.exposure, generator, **common)
+    shift = enhancer.last_exposure
+    if args.exposure and shift is not None and abs(shift.achieved_ev - args.exposure) > 0.25:
+        from tqdm import tqdm
+
+        tqdm.write(f"note: {job.source}: exposure {args.exposure:+g} EV reached {shift.achieved_ev:+.2f} EV "
+                   f"(the model's brightness saturates there)", file=sys.stderr)
     if "uncertainty" in todo:
         if not samples:
-            samples = list(enhancer.sample_tensors(low, args.uncertainty_samples, tau_u, 0.0,
+            samples = list(enhancer.sample_tensors(low, args.uncertainty_samples, tau_u, args.exposure,
                                                    torch.Generator().manual_seed(args.seed), **common))
         std = uncertainty_from_samples(samples)[0, 0].numpy()
         write_image(todo["uncertainty"], np.clip(std / UNCERTAINTY_FULL_SCALE, 0, 1), bit_depth=16)
@@ -368,18 +388,19 @@ def _format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def describe(enhancer: Enhancer) -> List[str]:
+def describe(enhancer: Enhancer, default: bool = False) -> List[str]:
     """Human-readable lines about a loaded model (used by ``llflow info``)."""
     from . import __version__
     from .inference import memory_budget
 
     cfg = enhancer.config
-    threads = f", {torch.get_num_threads()} threads" if enhancer.device.type == "cpu" else ""
+    n = torch.get_num_threads()
+    threads = f", {n} thread{'s' if n != 1 else ''}" if enhancer.device.type == "cpu" else ""
     name = torch.cuda.get_device_name(enhancer.device) if enhancer.device.type == "cuda" else ""
     budget = memory_budget(enhancer.device, enhancer.memory_budget)
     return [
         f"llflow {__version__} (torch {torch.__version__})",
-        f"model: {enhancer.source}",
+        f"model: {'default (bundled): ' if default else ''}{enhancer.source}",
         f"architecture: {enhancer.architecture} (nf={cfg.nf}, nb={cfg.nb}, K={cfg.K}, L={cfg.L}, "
         f"stacked blocks {list(cfg.stack_blocks)})",
         f"parameters: {enhancer.net.num_parameters():,} used ({enhancer.net.num_parameters(False):,} stored)",
@@ -394,6 +415,6 @@ def run_info(args: argparse.Namespace) -> int:
     """``llflow info``: the model/device/precision ``enhance`` would use with these options."""
     enhancer = dataclasses.replace(load_model(args.model, args.device, args.precision),
                                    memory_budget=args.memory_budget)
-    for line in describe(enhancer):
+    for line in describe(enhancer, default=args.model in (None, "default")):
         print(line)
     return 0

@@ -35,8 +35,8 @@ def baseline_method(name: str) -> Method:
     return Method(name, lambda low: func(low).astype(np.float32) / 255.0)
 
 
-def model_method(name: str, path: str, device: str = "cpu", temperature: float = 0.0) -> Method:
-    """A trained LLFlow checkpoint (NLL or L1, official .pth or .safetensors)."""
+def model_method(name: str, path: Optional[str], device: str = "cpu", temperature: float = 0.0) -> Method:
+    """A trained LLFlow checkpoint (NLL or L1, official .pth or .safetensors; None: the bundled one)."""
     from .model import LLFlow
 
     model = LLFlow.from_pretrained(path, map_location=device)

@@ -19,9 +19,17 @@ official model.
 The latent (what ``temperature``, ``seed`` and ``exposure`` act on)
     LLFlow decodes ``z`` of shape N×192×⌈H/8⌉×⌈W/8⌉ into the image, given features of the dark
     input. ``z = μ`` (the prior mean the encoder predicts) is the official output. Here
-    ``z = μ + τ·ε + EV·c·1``: ``ε`` is standard-normal noise drawn for the *whole* image from a CPU
+    ``z = μ + τ·ε + a(EV)·d``: ``ε`` is standard-normal noise drawn for the *whole* image from a CPU
     generator (so a seed gives the same result on every device, tiled or not) and the last term is
-    the exposure shift (:data:`EXPOSURE_STEP`; see :func:`exposure_offset` for why this form).
+    the exposure shift: a colour-neutral brightness direction of the model, scaled so that the
+    result has ``2^EV`` times the linear luminance of the official output (:func:`exposure_shift`).
+
+Devices and precision
+    ``device``: ``auto`` (CUDA, else MPS, else CPU), ``cpu``, ``cuda[:N]``, ``mps``; ``precision``:
+    ``fp32`` (default; bit-for-bit the reference network), ``bf16`` (CPU and GPU) or ``fp16`` (GPU
+    only). Reduced precision and multi-latent decoding use the model's fast inference engine
+    (``LLFlow.prepare_for_inference``) when it has one, else autocast — all decided in
+    :meth:`Enhancer._forward_many`.
 
 Tiling (bounded memory)
     Tiles have origins on multiples of 8 and are cut with ``pad`` extra pixels of context on every
@@ -41,21 +49,21 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ContextManager, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from .io import Image, to_tensor
+from .io import to_tensor
 from .model import LLFlow, LLFlowConfig, PRESETS
-from .preprocess import equalize_histogram_tensor
+from .model.llflow import pad_to_multiple
+from .preprocess import equalize_histogram_tensor, make_condition
 
 __all__ = [
-    "DEFAULT_TILE_PAD", "EXPOSURE_STEP", "SAMPLE_TEMPERATURE", "UNCERTAINTY_SAMPLES", "PRECISIONS",
+    "DEFAULT_TILE_PAD", "EXPOSURE_PROXY", "ExposureShift", "SAMPLE_TEMPERATURE", "UNCERTAINTY_SAMPLES", "PRECISIONS",
     "Enhancer", "Tile", "enhance", "sample", "uncertainty", "load_model", "resolve_device",
     "check_precision", "precision_context", "plan_tiles", "estimate_bytes_per_pixel", "memory_budget",
-    "auto_tile_size", "exposure_offset", "latent_shape",
+    "auto_tile_size", "exposure_shift", "latent_shape",
 ]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -65,12 +73,15 @@ SAMPLE_TEMPERATURE = 0.8
 #: Number of samples an uncertainty map averages over by default.
 UNCERTAINTY_SAMPLES = 8
 #: Context pixels around each tile (rounded up to a multiple of 8). Chosen from measurements
-#: with the real model (see benchmarks/tiling_psnr.py): 32 keeps tiled vs untiled above 40 dB.
+#: with the real model (see experiments/tiling_psnr.py): 32 keeps tiled vs untiled above 40 dB.
 DEFAULT_TILE_PAD = 32
 #: Smallest tile the automatic tiler uses (smaller tiles spend most of their time on context).
 MIN_AUTO_TILE = 64
-#: Latent shift per EV along the all-ones direction (see :func:`exposure_offset`).
-EXPOSURE_STEP = 0.5
+#: Longer side (pixels) of the downscaled copy on which the exposure shift is found.
+EXPOSURE_PROXY = 192
+#: Exposure search grid: first amplitude, growth per step, number of steps, and the smallest gain
+#: (stops per step) that still counts as "rising" (below it the output is saturated).
+EXPOSURE_FIRST_STEP, EXPOSURE_GROWTH, EXPOSURE_MAX_STEPS, EXPOSURE_MIN_GAIN = 0.05, math.sqrt(2), 16, 0.02
 #: Environment variable overriding the memory budget used for automatic tiling ("512MB", "2GiB", bytes).
 MEMORY_BUDGET_ENV = "LLFLOW_MEMORY_BUDGET"
 #: Share of the free memory the automatic tiler allows itself (the rest is for the OS, other work
@@ -129,12 +140,9 @@ def check_precision(precision: str, device: torch.device) -> str:
 
 
 def precision_context(device: torch.device, precision: str) -> ContextManager:
-    """The one place reduced precision is applied: autocast around the network call.
-
-    Weights stay fp32 and autocast runs convolutions/matmuls in bf16/fp16 while keeping
-    precision-sensitive ops (exp, log, reductions) in fp32. A faster native bf16 path inside the
-    model can replace this function without touching anything else.
-    """
+    """Autocast around the plain network call: weights stay fp32 and convolutions/matmuls run in
+    bf16/fp16 while precision-sensitive ops (exp, log, reductions) stay fp32. Used only when the
+    model has no fast inference engine (see :meth:`Enhancer._forward_many`)."""
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -145,16 +153,22 @@ def precision_context(device: torch.device, precision: str) -> ContextManager:
 # Memory estimate and automatic tiling
 
 
-def estimate_bytes_per_pixel(config: LLFlowConfig, precision: str = "fp32") -> float:
-    """Peak working memory per input pixel of one ``enhance`` call (no gradients), in bytes.
+def estimate_bytes_per_pixel(config: LLFlowConfig, precision: str = "fp32", latents: int = 1) -> float:
+    """Peak working memory per input pixel of one network call (no gradients), in bytes.
 
     A model of the live activations: ~40 full-resolution float channels (input, condition,
     hand-crafted maps, colour map, output), ``5·nf + gc`` for the full-resolution encoder features
     and the H/2 dense blocks, and the stacked flow conditions. Calibrated against the peak RSS
-    measured on the CPU (tiny 612, LOL_smallNet 808, LOL-pc ~2200 B/px at 1 MP) with a 1.25 safety
-    factor; autocast keeps low-precision copies next to the fp32 tensors, hence ×2 (measured 2.0×).
+    measured on the CPU with ``LLFlow.enhance`` (tiny 612, LOL_smallNet 808, LOL-pc ~2200 B/px at
+    1 MP) with a 1.25 safety factor; autocast keeps low-precision copies next to the fp32 tensors,
+    hence ×2 (measured 2.0×). Decoding several latents of one image (samples, uncertainty) keeps the
+    condition-only part of every coupling step: ``K·Σ_l (hidden + 4·3·4^l) / 4^l`` more floats.
+    The fast engine (``prepare_for_inference``) measured less (LOL_smallNet 506 B/px single, 1077 B/px
+    several latents), so this stays an upper bound.
     """
     floats = 40 + 5 * config.nf + config.gc + config.cond_channels / 4 + config.nf * len(config.stack_blocks) / 4
+    if latents > 1:
+        floats += config.K * sum((config.hidden_channels + 12 * 4**level) / 4**level for level in (1, 2, 3))
     factor = 2.0 if precision in ("bf16", "fp16") else 1.0
     return 4.0 * floats * factor * 1.25
 
@@ -266,7 +280,10 @@ def _ramp_1d(start: int, end: int, size: int, pad: int) -> Tensor:
         return weight
     ramp_len = 2 * pad
     d = torch.arange(n, dtype=torch.float64) + 0.5  # pixel centres: never exactly zero weight
-    ramp = lambda dist: 0.5 - 0.5 * torch.cos(math.pi * torch.clamp(dist / ramp_len, 0.0, 1.0))  # noqa: E731
+
+    def ramp(dist: Tensor) -> Tensor:
+        return 0.5 - 0.5 * torch.cos(math.pi * torch.clamp(dist / ramp_len, 0.0, 1.0))
+
     if start > 0:
         weight = weight * ramp(d)
     if end < size:
@@ -291,20 +308,131 @@ def latent_shape(height: int, width: int, batch: int = 1) -> Tuple[int, int, int
 # Exposure
 
 
-def exposure_offset(ev: float, height: int, width: int) -> Optional[Tensor]:
-    """Latent shift for ``ev`` stops: ``EV · EXPOSURE_STEP · 1`` (all 192 latent channels equally).
+_LUMA_REC709 = (0.2126, 0.7152, 0.0722)
 
-    Why this direction: ``z`` is a squeezed colour map, i.e. 3 colour channels × 64 sub-pixel
-    positions, so adding the same amount everywhere moves all colours together (no colour shift)
-    and needs no knowledge of ``μ`` — it goes through the model's public ``enhance(eps=...)`` and
-    works tile by tile. Measured on the SICE val pairs with the trained model
-    (benchmarks/exposure_sweep.py): mean output brightness rises monotonically with EV for every
-    image, while scaling ``μ`` (``z = μ·2^{k·EV}``) changed brightness weakly and shifted colours.
+
+@dataclass(frozen=True)
+class ExposureShift:
+    """A latent shift ``amplitude · direction`` (``direction`` 1×192×1×1: the same vector at every
+    latent position) and the exposure change in stops it produced on the proxy image."""
+
+    direction: Tensor
+    amplitude: float
+    achieved_ev: float
+
+    def offset(self, height: int, width: int) -> Tensor:
+        """The shift as a full latent for an H×W image (N×192×⌈H/8⌉×⌈W/8⌉)."""
+        return (self.amplitude * self.direction).expand(latent_shape(height, width)).contiguous()
+
+
+def _linear_luminance(rgb: Tensor) -> Tensor:
+    """Mean Rec.709 luminance of sRGB values in [0, 1], in linear light (what EV stops measure)."""
+    x = rgb.clamp(0, 1).double()
+    lin = torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    return (lin * torch.tensor(_LUMA_REC709, dtype=lin.dtype, device=lin.device).view(1, 3, 1, 1)).sum(1).mean()
+
+
+def _proxy(low: Tensor, side: int) -> Tensor:
+    """Area-downscaled copy with the longer side at most ``side`` (never upscaled)."""
+    h, w = low.shape[-2:]
+    scale = side / max(h, w)
+    if scale >= 1:
+        return low
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return torch.nn.functional.interpolate(low, size=size, mode="area")
+
+
+def exposure_shift(net: LLFlow, low: Tensor, ev: float, proxy: int = EXPOSURE_PROXY,
+                   steps: int = 10) -> Optional[ExposureShift]:
+    """Find the latent shift that changes the exposure of ``low``'s enhancement by ``ev`` stops.
+
+    How: on a small proxy of the image (longer side ≤ ``proxy`` px), take the model's own
+    brightness directions in the latent — the gradients of the mean R, G and B output with respect
+    to ``z`` at ``z = μ``, averaged over positions — and combine them so that, to first order, all
+    three channel means scale by the same factor (a *colour-neutral* direction: brighter or darker,
+    not bluer). Then walk along it (geometric grid) and bisect the amplitude until the output's mean
+    linear luminance is ``2^ev`` times that of the official output. Clipped highlights make large
+    ``ev`` unreachable: the amplitude is then capped where brightness stops rising by at least
+    :data:`EXPOSURE_MIN_GAIN` stops per step (``achieved_ev`` tells how far it got), so the EV →
+    amplitude map stays monotonic and larger EVs give the same, saturated, result.
+
+    Why not a fixed direction: measured on the SICE val images (experiments/exposure_sweep.py),
+    shifting all latent channels equally (``z = μ + c·EV·1``) changes brightness non-monotonically
+    (and gives NaNs at ``|c·EV| ≳ 2``), and scaling the prior mean (``z = μ·2^{k·EV}``) moves
+    brightness weakly and shifts colours; the gradient direction is monotonic and strong.
+    The shift is the same vector at every latent position, so it works tile by tile.
     ``ev = 0`` returns ``None``: no shift at all, so the result is exactly the official output.
     """
     if ev == 0:
         return None
-    return torch.full(latent_shape(height, width), float(ev) * EXPOSURE_STEP, dtype=torch.float32)
+    device = net.device
+    small = _proxy(low.detach().to("cpu", torch.float32), proxy).to(device, net.dtype)
+    h, w = small.shape[-2:]
+    m = net.config.multiple
+    lq = make_condition(pad_to_multiple(small, m), pad_to_multiple(equalize_histogram_tensor(small), m))
+    with torch.no_grad():
+        mean = net.prior_mean(net.encode(lq))
+        # Decoding many latents: with the model's fast engine the encoder runs once for all of them.
+        prepared = net.prepare_condition(lq) if hasattr(net, "prepare_condition") else None
+    with torch.enable_grad():
+        z = mean.clone().requires_grad_(True)
+        out = net.reverse(lq, z=z)[0][..., :h, :w]
+        channel_means = out.mean(dim=(0, 2, 3))
+        grads = [torch.autograd.grad(channel_means[c], z, retain_graph=c < 2)[0].sum(dim=(0, 2, 3)) for c in range(3)]
+    basis = torch.stack(grads, dim=1).double()                 # 192×3: ∂m_c/∂(z + t·e_i), summed over positions
+    jacobian = basis.T @ basis                                 # ∂m_c/∂a_k along direction k = grad_k
+    target = channel_means.detach().double()                    # first-order change ∝ the means: neutral
+    weights = torch.linalg.lstsq(jacobian, target[:, None]).solution[:, 0]
+    direction = (basis @ weights)                               # a = 1 ⇒ channel means double (1st order)
+    if not torch.isfinite(direction).all() or float(direction.abs().max()) == 0:
+        raise ValueError("exposure: the model's output does not respond to the latent here (flat or black image)")
+    direction = direction.to(mean.dtype).view(1, -1, 1, 1)
+
+    def stops(amplitude: float) -> float:
+        """log2 of the mean linear luminance at this amplitude (−inf for black, NaN if broken)."""
+        z = mean + amplitude * direction
+        with torch.no_grad():
+            result = (net.decode(prepared, z=z) if prepared is not None else net.reverse(lq, z=z)[0])[..., :h, :w]
+        value = float(_linear_luminance(result))
+        if not math.isfinite(value):
+            return math.nan
+        return math.log2(value) if value > 0 else -math.inf
+
+    base = stops(0.0)
+    if not math.isfinite(base):
+        raise ValueError("exposure: the enhanced image is black; exposure cannot be measured")
+    goal, sign = base + ev, (1.0 if ev > 0 else -1.0)
+
+    # Walk outwards on a geometric grid while every step still moves the exposure the wanted way by
+    # at least EXPOSURE_MIN_GAIN stops. The last such point is the cap: beyond it the output is
+    # saturated (clipped, or the flow breaks down), where a small proxy no longer predicts the full
+    # image and brightness could even turn back. Capping keeps EV → amplitude monotonic.
+    grid = [(0.0, base)]
+    amplitude = sign * EXPOSURE_FIRST_STEP
+    for _ in range(EXPOSURE_MAX_STEPS):
+        value = stops(amplitude)
+        if not sign * (value - grid[-1][1]) >= EXPOSURE_MIN_GAIN:  # also False for NaN
+            break
+        grid.append((amplitude, value))
+        if sign * (value - goal) >= 0:
+            break                                               # goal bracketed
+        amplitude *= EXPOSURE_GROWTH
+    (inner, inner_stops), last = grid[max(len(grid) - 2, 0)], grid[-1]
+    if sign * (last[1] - goal) < 0:                             # unreachable: as far as it safely goes
+        return ExposureShift(direction, last[0], last[1] - base)
+    outer, outer_stops = last
+    for _ in range(steps):                                      # bisect on the monotonic bracket
+        mid = 0.5 * (inner + outer)
+        mid_stops = stops(mid)
+        if not math.isfinite(mid_stops) and mid_stops != -math.inf:
+            outer, outer_stops = mid, mid_stops
+        elif sign * (mid_stops - goal) >= 0:
+            outer, outer_stops = mid, mid_stops
+        else:
+            inner, inner_stops = mid, mid_stops
+    if math.isfinite(outer_stops) and abs(outer_stops - goal) < abs(inner_stops - goal):
+        return ExposureShift(direction, outer, outer_stops - base)
+    return ExposureShift(direction, inner, inner_stops - base)
 
 
 # ================================================================================================
@@ -325,6 +453,9 @@ class Enhancer:
     precision: str = "fp32"
     source: str = "in-memory model"
     memory_budget: Union[int, str, None] = field(default=None, repr=False)
+    #: The exposure shift found by the last call with ``exposure != 0`` (``achieved_ev`` tells how
+    #: much of the requested change was reachable); ``None`` otherwise.
+    last_exposure: Optional["ExposureShift"] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.precision = check_precision(self.precision, self.device)
@@ -343,94 +474,140 @@ class Enhancer:
                 return name
         return "custom"
 
-    def bytes_per_pixel(self) -> float:
-        return estimate_bytes_per_pixel(self.config, self.precision)
+    def bytes_per_pixel(self, latents: int = 1) -> float:
+        return estimate_bytes_per_pixel(self.config, self.precision, latents)
 
     def max_untiled_pixels(self) -> int:
         """Largest image (in pixels) processed in one piece before automatic tiling starts."""
         return int(memory_budget(self.device, self.memory_budget) / self.bytes_per_pixel())
 
-    def tile_for(self, height: int, width: int, tile: Optional[int], pad: int) -> Optional[int]:
+    def tile_for(self, height: int, width: int, tile: Optional[int], pad: int, latents: int = 1) -> Optional[int]:
         """The tile size to use: ``tile`` if positive; ``0`` → never tile; ``None`` → automatic."""
         if tile is not None:
             return tile if tile > 0 else None
         budget = memory_budget(self.device, self.memory_budget)
-        return auto_tile_size(height, width, self.bytes_per_pixel(), budget, pad)
+        return auto_tile_size(height, width, self.bytes_per_pixel(latents), budget, pad)
 
     # -------------------------------------------------------------------------- core
-    def _forward(self, low: Tensor, histeq: Tensor, offset: Optional[Tensor]) -> Tensor:
-        """One network call on a 1×3×h×w crop: ``z = μ + offset`` (``None``: ``z = μ`` exactly)."""
-        low = low.to(self.device)
-        histeq = histeq.to(self.device)
-        with precision_context(self.device, self.precision):
-            if offset is None:
-                out = self.net.enhance(low, temperature=0.0, histeq=histeq)
-            else:
-                out = self.net.enhance(low, temperature=1.0, eps=offset.to(self.device), histeq=histeq)
-        return out.float().cpu()
+    def _fast_engine(self) -> Any:
+        """The model's fast inference engine (``LLFlow.prepare_for_inference``), built once; ``None``
+        for networks without one. A snapshot: weights changed later are not seen."""
+        if "_fast" not in self.__dict__:
+            prepare = getattr(self.net, "prepare_for_inference", None)
+            self.__dict__["_fast"] = prepare(precision=self.precision, device=self.device) if prepare else None
+        return self.__dict__["_fast"]
 
-    def decode(self, low: Tensor, offset: Optional[Tensor] = None, histeq: Optional[Tensor] = None,
-               tile: Optional[int] = None, tile_pad: int = DEFAULT_TILE_PAD,
-               progress: Optional[Progress] = None) -> Tensor:
-        """Enhance one 1×3×H×W image with latent ``z = μ + offset`` (``offset`` 1×192×⌈H/8⌉×⌈W/8⌉
-        for the whole image, or ``None``), tiled when asked or when it would not fit in memory."""
+    def _forward_many(self, low: Tensor, histeq: Tensor, offsets: Sequence[Optional[Tensor]]) -> List[Tensor]:
+        """Network calls on one 1×3×h×w crop, one output per latent ``z = μ + offset`` (``None``:
+        ``z = μ`` exactly). The one place where device and precision are applied:
+
+        * fp32, one latent: the reference ``LLFlow.enhance`` (bit-for-bit the official output);
+        * bf16/fp16, or several latents: the model's fast engine when it has one (reduced precision
+          inside, and the encoder runs once for all latents: ``prepare_condition`` + ``decode``);
+        * otherwise ``LLFlow.enhance`` per latent under :func:`precision_context` (autocast).
+        """
+        low, histeq = low.to(self.device), histeq.to(self.device)
+        fast = self._fast_engine() if (self.precision != "fp32" or len(offsets) > 1) else None
+        if fast is None:
+            with precision_context(self.device, self.precision):
+                return [self.net.enhance(low, temperature=0.0 if off is None else 1.0,
+                                         eps=None if off is None else off.to(self.device), histeq=histeq).float().cpu()
+                        for off in offsets]
+        if len(offsets) == 1:
+            off = offsets[0]
+            out = fast.enhance(low, temperature=0.0 if off is None else 1.0,
+                               eps=None if off is None else off.to(self.device), histeq=histeq)
+            return [out.float().cpu()]
+        h, w = low.shape[-2:]
+        m = self.config.multiple
+        prepared = fast.prepare_condition(make_condition(pad_to_multiple(low, m), pad_to_multiple(histeq, m)))
+        return [fast.decode(prepared, temperature=0.0 if off is None else 1.0,
+                            eps=None if off is None else off.to(self.device))[..., :h, :w].clamp(0, 1).float().cpu()
+                for off in offsets]
+
+    def decode_many(self, low: Tensor, offsets: Sequence[Optional[Tensor]], histeq: Optional[Tensor] = None,
+                    tile: Optional[int] = None, tile_pad: int = DEFAULT_TILE_PAD,
+                    progress: Optional[Progress] = None) -> List[Tensor]:
+        """Enhance one 1×3×H×W image once per latent ``z = μ + offset`` (each ``offset``
+        1×192×⌈H/8⌉×⌈W/8⌉ for the whole image, or ``None``), tiled when asked or when it would not
+        fit in memory. Tiles are the outer loop, so the encoder runs once per tile for all latents."""
         low = low.detach().to("cpu", torch.float32)
         h, w = low.shape[-2:]
         if histeq is None:
             histeq = equalize_histogram_tensor(low)  # once, on the whole unpadded image
-        size = self.tile_for(h, w, tile, tile_pad)
+        size = self.tile_for(h, w, tile, tile_pad, len(offsets))
         if size is None or (size >= h and size >= w):
-            return self._forward(low, histeq, offset)
+            return self._forward_many(low, histeq, offsets)
         tiles = plan_tiles(h, w, size, tile_pad)
-        out = torch.zeros(1, 3, h, w)
+        outs = [torch.zeros(1, 3, h, w) for _ in offsets]
         total = torch.zeros(1, 1, h, w)
         bar = progress(len(tiles), "tiles") if progress is not None else None
         try:
             for t in tiles:
                 crop = (Ellipsis, slice(t.ey0, t.ey1), slice(t.ex0, t.ex1))
-                off = None
-                if offset is not None:  # origins are multiples of 8: an exact slice of the latent grid
-                    off = offset[..., t.ey0 // 8: -(-t.ey1 // 8), t.ex0 // 8: -(-t.ex1 // 8)]
-                result = self._forward(low[crop], histeq[crop], off)
+                # Origins are multiples of 8: each tile's latent is an exact slice of the image's.
+                lat = (Ellipsis, slice(t.ey0 // 8, -(-t.ey1 // 8)), slice(t.ex0 // 8, -(-t.ex1 // 8)))
+                results = self._forward_many(low[crop], histeq[crop],
+                                             [None if off is None else off[lat] for off in offsets])
                 weight = _blend_weights(t, h, w, tile_pad)
-                out[crop] += result * weight
+                for out, result in zip(outs, results):
+                    out[crop] += result * weight
                 total[crop] += weight
                 if bar is not None:
                     bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
-        return (out / total).clamp_(0.0, 1.0)
+        return [(out / total).clamp_(0.0, 1.0) for out in outs]
+
+    def decode(self, low: Tensor, offset: Optional[Tensor] = None, histeq: Optional[Tensor] = None,
+               tile: Optional[int] = None, tile_pad: int = DEFAULT_TILE_PAD,
+               progress: Optional[Progress] = None) -> Tensor:
+        """:meth:`decode_many` for one latent."""
+        return self.decode_many(low, [offset], histeq, tile, tile_pad, progress)[0]
+
+    def latent_offsets(self, low: Tensor, n: int, temperature: float, exposure: float,
+                       generator: Optional[torch.Generator]) -> List[Optional[Tensor]]:
+        """``n`` latent offsets ``τ·ε_i + shift(EV)`` for the 1×3×H×W image ``low``; ``ε_i`` drawn one
+        after another from ``generator`` on the CPU (identical on every device, tiled or not)."""
+        h, w = low.shape[-2:]
+        found = None
+        if exposure != 0:
+            last = self.last_exposure  # the same image and EV again (e.g. samples after the output): reuse
+            key = (tuple(low.shape), float(exposure), float(low.double().sum()),  # content, not identity
+                   float(low[..., ::7, ::5].double().sum()))
+            found = last if last is not None and self.__dict__.get("_exposure_key") == key else None
+            if found is None:
+                found = exposure_shift(self.net, low, exposure)
+                self.__dict__["_exposure_key"] = key
+        self.last_exposure = found
+        shift = found.offset(h, w) if found is not None else None
+        offsets: List[Optional[Tensor]] = []
+        for _ in range(n):
+            off = shift
+            if temperature != 0:
+                eps = torch.randn(latent_shape(h, w), generator=generator, dtype=torch.float32)
+                off = temperature * eps if shift is None else shift + temperature * eps
+            offsets.append(off)
+        return offsets
 
     def enhance_tensor(self, low: Tensor, temperature: float = 0.0, exposure: float = 0.0,
                        generator: Optional[torch.Generator] = None, tile: Optional[int] = None,
                        tile_pad: int = DEFAULT_TILE_PAD, progress: Optional[Progress] = None) -> Tensor:
         """Enhance N×3×H×W float images; each image uses fresh noise from ``generator``."""
-        return torch.cat([self._one(img[None], temperature, exposure, generator, tile, tile_pad, progress)
-                          for img in low])
-
-    def _one(self, low: Tensor, temperature: float, exposure: float, generator: Optional[torch.Generator],
-             tile: Optional[int], tile_pad: int, progress: Optional[Progress],
-             histeq: Optional[Tensor] = None) -> Tensor:
-        h, w = low.shape[-2:]
-        offset = exposure_offset(exposure, h, w)
-        if temperature != 0:
-            # Noise for the whole image from a CPU generator: identical on every device, tiled or not.
-            eps = torch.randn(latent_shape(h, w), generator=generator, dtype=torch.float32)
-            offset = temperature * eps if offset is None else offset + temperature * eps
-        return self.decode(low, offset, histeq, tile, tile_pad, progress)
+        return torch.cat([self.decode(img[None], self.latent_offsets(img[None], 1, temperature, exposure, generator)[0],
+                                      None, tile, tile_pad, progress) for img in low])
 
     def sample_tensors(self, low: Tensor, n: int, temperature: float = SAMPLE_TEMPERATURE,
                        exposure: float = 0.0, generator: Optional[torch.Generator] = None,
                        tile: Optional[int] = None, tile_pad: int = DEFAULT_TILE_PAD,
-                       progress: Optional[Progress] = None) -> Iterator[Tensor]:
-        """Yield ``n`` samples (1×3×H×W each) of one 1×3×H×W image at ``temperature``."""
+                       progress: Optional[Progress] = None) -> List[Tensor]:
+        """``n`` samples (1×3×H×W each) of one 1×3×H×W image at ``temperature``; the encoder runs
+        once (per tile) for all of them when the model has a fast engine."""
         if n < 1:
             raise ValueError(f"number of samples must be >= 1, got {n}")
-        low = low.detach().to("cpu", torch.float32)
-        histeq = equalize_histogram_tensor(low)
-        for _ in range(n):
-            yield self._one(low, temperature, exposure, generator, tile, tile_pad, progress, histeq)
+        return self.decode_many(low, self.latent_offsets(low, n, temperature, exposure, generator),
+                                None, tile, tile_pad, progress)
 
 
 def uncertainty_from_samples(samples: Sequence[Tensor]) -> Tensor:
@@ -516,8 +693,9 @@ def enhance(image: Any, temperature: float = 0.0, exposure: float = 0.0, model: 
             tensor (3×H×W, N×3×H×W, H×W, 1×H×W, N×1×H×W) or :class:`llflow.io.Image`.
         temperature: 0 (default) is the official deterministic output; ``τ > 0`` draws one sample
             ``z = μ + τ·ε`` (reproducible with ``seed`` or ``generator``).
-        exposure: EV stops, e.g. ``+1`` brighter, ``-1`` darker (a latent shift, see
-            :func:`exposure_offset`); 0 leaves the output exactly as the official one.
+        exposure: EV stops, e.g. ``+1`` twice and ``-1`` half the (linear) light of the official
+            output, by shifting the latent along the model's own colour-neutral brightness direction
+            (see :func:`exposure_shift`); 0 leaves the output exactly the official one.
         model: ``None``/``"default"`` (bundled model, loaded once), a checkpoint path, an
             :class:`~llflow.LLFlow` or an :class:`Enhancer` from :func:`load_model`.
         tile: tile size in pixels for bounded memory; ``None`` tiles automatically only when the
@@ -546,7 +724,7 @@ def sample(image: Any, n: int = 4, temperature: float = SAMPLE_TEMPERATURE, seed
     enhancer = _resolve_model(model, device, precision)
     tensor, restore = to_tensor(image)
     gen = _generator(seed, generator)
-    per_image = [list(enhancer.sample_tensors(img[None], n, temperature, exposure, gen, tile, tile_pad))
+    per_image = [enhancer.sample_tensors(img[None], n, temperature, exposure, gen, tile, tile_pad)
                  for img in tensor]
     return [restore(torch.cat([samples[i] for samples in per_image])) for i in range(n)]
 
@@ -567,8 +745,8 @@ def uncertainty(image: Any, n: int = UNCERTAINTY_SAMPLES, temperature: float = S
     enhancer = _resolve_model(model, device, precision)
     tensor, _restore = to_tensor(image)
     gen = _generator(seed, generator)
-    maps = torch.cat([uncertainty_from_samples(list(enhancer.sample_tensors(img[None], n, temperature, 0.0,
-                                                                             gen, tile, tile_pad)))
+    maps = torch.cat([uncertainty_from_samples(enhancer.sample_tensors(img[None], n, temperature, 0.0,
+                                                                       gen, tile, tile_pad))
                       for img in tensor])
     if isinstance(image, torch.Tensor):
         return maps.to(image.device)
