@@ -1,0 +1,37 @@
+"""`llflow evaluate` reproduces the published baseline numbers on sice-lowlight val and writes its reports."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llflow.cli import main
+
+from .conftest import shared_dir
+
+# ../shared/data/README.md: PSNR RGB / SSIM grey 7×7 / LPIPS-alex, no GT-mean
+PUBLISHED = {"input": (8.81, 0.293, 0.440), "histeq": (16.79, 0.750, 0.339),
+             "gamma": (18.59, 0.762, 0.243), "clahe": (11.23, 0.543, 0.347)}
+
+
+def test_evaluate_command_reproduces_baselines(tmp_path, capsys) -> None:
+    val = shared_dir() / "data" / "sice-lowlight" / "val"
+    assert main(["evaluate", "--data", str(val), "--output", str(tmp_path), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "raw (no GT-mean)" in table and "GT-mean rescaled" in table
+    summary = json.loads((tmp_path / "summary.json").read_text())["methods"]
+    for name, (p, s, l) in PUBLISHED.items():
+        got = summary[name]
+        assert got["n"] == 22
+        assert got["psnr"] == pytest.approx(p, abs=0.05) and got["ssim"] == pytest.approx(s, abs=0.005)
+        assert got["lpips"] == pytest.approx(l, abs=0.005)
+        assert {"psnr_gtmean", "ssim_gtmean", "ssim_rgb", "ssim_rgb_gtmean", "lpips_gtmean"} <= set(got)
+    rows = (tmp_path / "per_image.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 * 22
+    assert (tmp_path / "grid.png").stat().st_size > 10_000
+
+
+def test_evaluate_rejects_unknown_method(tmp_path, capsys) -> None:
+    val = shared_dir() / "data" / "sice-lowlight" / "val"
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--data", str(val), "--method", "nope"])
