@@ -112,14 +112,17 @@ def _random_condition(n: int, h: int, w: int, gen: torch.Generator) -> Tensor:
     return make_condition(low, histeq)
 
 
-def ort_session(path: PathLike, threads: Optional[int] = None) -> Any:
-    """An onnxruntime CPU session for an exported model (``threads``: intra-op threads)."""
+def ort_session(path: PathLike, threads: Optional[int] = None, spinning: bool = True) -> Any:
+    """An onnxruntime CPU session for an exported model (``threads``: intra-op threads;
+    ``spinning=False`` lets idle worker threads sleep — use it when sharing the cores)."""
     ort = _require("onnxruntime")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

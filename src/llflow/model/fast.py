@@ -303,11 +303,12 @@ class InferenceModel:
         device: where to run (default: the model's device).
         channels_last: NHWC activations (faster with oneDNN and on tensor cores).
         fused: use oneDNN's fused convolution kernels when available (CPU fp32/bf16).
+        dense_workspace: write the dense blocks' concatenations into one reused buffer (CPU).
     """
 
     def __init__(self, model: "LLFlow", precision: str | torch.dtype = "fp32",
                  device: Optional[torch.device | str] = None, channels_last: bool = True,
-                 fused: bool = True) -> None:
+                 fused: bool = True, dense_workspace: bool = True) -> None:
         self.config = model.config
         self.dtype = resolve_precision(precision)
         self.precision = {v: k for k, v in PRECISION_DTYPES.items()}[self.dtype]
@@ -315,6 +316,7 @@ class InferenceModel:
         if self.dtype == torch.float16 and self.device.type == "cpu":
             raise ValueError("precision fp16 needs a GPU; on the CPU use bf16 or fp32")
         self.channels_last = channels_last
+        self.dense_workspace = dense_workspace
         self.use_mkldnn = fused and channels_last and mkldnn_fusion_available(self.device, self.dtype)
         # The "accurate" type of z, the affine arithmetic and the 1×1 inverses.
         self.acc_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
@@ -440,7 +442,7 @@ class InferenceModel:
         n, nf, h2, w2 = fea_head.shape
         dense_channels = self.rrdbs[0][0][4].weight.shape[1] if self.rrdbs else nf
         work = None  # GPUs have a caching allocator; tracing (ONNX) wants plain concatenations
-        if fea_head.device.type == "cpu" and not torch.jit.is_tracing():
+        if self.dense_workspace and fea_head.device.type == "cpu" and not torch.jit.is_tracing():
             work = torch.empty(n * dense_channels * h2 * w2, dtype=fea_head.dtype, device=fea_head.device)
         for i, (r1, r2, r3) in enumerate(self.rrdbs):
             inp = fea
@@ -522,11 +524,14 @@ class InferenceModel:
     @torch.no_grad()
     def prepare_condition(self, lq: Tensor, with_logdet: bool = False) -> PreparedCondition:
         """Run the encoder and every condition-only part of the flow once for the N×6×H×W
-        condition ``lq`` (H, W multiples of 8). Memory: about ``(64 + 4·C)·K`` values per
-        level pixel — use it to decode several latents of one image, not for a single pass."""
+        condition ``lq`` (H, W multiples of 8). Memory: ``64`` values (compute precision) plus
+        ``2·C`` float32 per coupling step and pixel of its level (C = 12, 48, 192) — e.g. 110 MB for
+        LOL_smallNet at 400×600 in fp32; use it to decode several latents of one image."""
         self._check(lq)
         conds, mean = self.encode(lq)
         steps = dict(self._step_conditions(conds, with_logdet))
+        for sc in steps.values():  # the shift is a view of the sub-network output: keep only itself
+            sc.injector_shift = sc.injector_shift.clone(memory_format=torch.preserve_format)
         h, w = lq.shape[-2:]
         return PreparedCondition(mean, steps, (h, w), self._logdet_const(h, w, lq.shape[0]), self.precision,
                                  {"with_logdet": with_logdet})
@@ -603,7 +608,9 @@ class InferenceModel:
         return self
 
     def to(self, device: torch.device | str) -> "InferenceModel":
-        if torch.device(device) != self.device:
+        want = torch.device(device)
+        same = want.type == self.device.type and (want.index is None or self.device.index in (None, want.index))
+        if not same:
             raise ValueError(f"this InferenceModel lives on {self.device}; prepare a new one for {device}")
         return self
 
