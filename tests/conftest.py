@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,3 +26,20 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def fixtures_dir(shared: Path) -> Path:
     return shared / "fixtures" / "official"
+
+
+def tiny_llflow(perturb: float = 0.0, seed: int = 0):
+    """The ``tiny`` preset in eval mode, ActNorms marked initialised. ``perturb`` adds Gaussian noise
+    of that std to every parameter: at initialisation the couplings' last convolutions are zero, so
+    they are identities, which would hide errors in a path that re-implements them (fast, ONNX)."""
+    from llflow import LLFlow
+
+    torch.manual_seed(seed)
+    model = LLFlow.from_config("tiny").eval()
+    model.mark_initialized()
+    if perturb:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(perturb * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return model

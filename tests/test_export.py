@@ -15,6 +15,8 @@ from llflow.cli import main as cli_main  # noqa: E402
 from llflow.export import OnnxEnhancer, check_onnx, export_onnx, prepare_condition_numpy  # noqa: E402
 from llflow.preprocess import make_condition  # noqa: E402
 
+from .conftest import tiny_llflow  # noqa: E402
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
@@ -26,10 +28,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny() -> LLFlow:
-    torch.manual_seed(0)
-    model = LLFlow.from_config("tiny").eval()
-    model.mark_initialized()
-    return model
+    return tiny_llflow(perturb=0.05)
 
 
 @pytest.fixture(scope="module")

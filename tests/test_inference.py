@@ -23,6 +23,8 @@ from llflow.io import read_image
 from llflow.model import checkpoint
 from llflow.preprocess import equalize_histogram_tensor
 
+from .conftest import tiny_llflow
+
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float(((a.double() - b.double()) ** 2).mean())
@@ -41,10 +43,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def tiny_net() -> LLFlow:
-    torch.manual_seed(0)
-    net = LLFlow.from_config("tiny").eval()
-    net.mark_initialized()
-    return net
+    return tiny_llflow()
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,12 @@ import torch
 from llflow import LLFlow
 from llflow.preprocess import equalize_histogram_tensor
 
+from ..conftest import tiny_llflow
+
 
 @pytest.fixture(scope="module")
 def tiny() -> LLFlow:
-    torch.manual_seed(0)
-    model = LLFlow.from_config("tiny").eval()
-    model.mark_initialized()
-    return model
+    return tiny_llflow()
 
 
 @pytest.mark.parametrize("size", [(37, 61), (1, 1), (8, 8), (600, 401), (2, 9), (15, 3)])
