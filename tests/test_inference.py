@@ -78,7 +78,12 @@ def test_load_model_from_file_is_cached(tmp_path: Path, tiny_net: LLFlow) -> Non
     b = llflow.load_model(str(path), device="auto", precision="fp32")
     assert a is b and a.architecture == "tiny" and a.source == str(path.resolve())
     low = torch.rand(1, 3, 37, 45) * 0.3
-    assert torch.equal(a.enhance_tensor(low), tiny_net.enhance(low))
+    torch.testing.assert_close(a.enhance_tensor(low), tiny_net.enhance(low), atol=1e-5, rtol=0)  # fast engine
+    exact = load_model(path, device="cpu", engine="reference")
+    assert exact is not a and exact.engine == "reference"
+    assert torch.equal(exact.enhance_tensor(low), tiny_net.enhance(low))
+    with pytest.raises(ValueError, match="unknown engine"):
+        load_model(path, device="cpu", engine="turbo")
 
 
 def test_device_and_precision_checks() -> None:
@@ -104,9 +109,12 @@ def test_bf16_on_cpu_is_close_to_fp32(tiny_net: LLFlow, tiny: Enhancer) -> None:
 
 # --------------------------------------------------------------------------------------- API kinds
 def test_enhance_is_the_official_output_at_tau0_ev0(tiny: Enhancer, tiny_net: LLFlow, low_np: np.ndarray) -> None:
-    out = llflow.enhance(low_np.astype(np.float32) / 255, model=tiny)
     ref = tiny_net.enhance(torch.from_numpy(low_np.astype(np.float32) / 255).permute(2, 0, 1)[None])
-    assert np.array_equal(out, ref[0].permute(1, 2, 0).numpy())
+    ref = ref[0].permute(1, 2, 0).numpy()
+    exact = load_model(tiny_net, device="cpu", engine="reference")
+    assert np.array_equal(llflow.enhance(low_np.astype(np.float32) / 255, model=exact), ref)
+    fast = llflow.enhance(low_np.astype(np.float32) / 255, model=tiny)  # the default engine
+    assert np.abs(fast - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
 def test_enhance_returns_the_same_kind(tiny: Enhancer, low_np: np.ndarray) -> None:

@@ -89,6 +89,9 @@ def add_enhance(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="network precision (default: fp32; fp16 needs a GPU)")
+    p.add_argument("--engine", default="fast", choices=["fast", "reference"],
+                   help="fast (default: folded layers and fused kernels, fp32 within ~1e-6 of the reference) or "
+                        "reference (the official module structure, bit-for-bit)")
     p.add_argument("--temperature", "-t", type=float, default=None,
                    help=f"latent temperature τ: 0 = the official deterministic result (default for one output), "
                         f">0 samples z=μ+τε (default {SAMPLE_TEMPERATURE} for --samples/--uncertainty)")
@@ -118,6 +121,7 @@ def add_info(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help="'default' or a checkpoint path")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="default: fp32")
+    p.add_argument("--engine", default="fast", choices=["fast", "reference"], help="default: fast")
     p.add_argument("--memory-budget", default=None, help="as for enhance")
     p.set_defaults(func=run_info)
 
@@ -325,7 +329,7 @@ def run_enhance(args: argparse.Namespace) -> int:
     _check_args(args)
     start = time.perf_counter()
     rank, world = _distributed_rank()
-    enhancer = dataclasses.replace(load_model(args.model, args.device, args.precision),
+    enhancer = dataclasses.replace(load_model(args.model, args.device, args.precision, args.engine),
                                    memory_budget=args.memory_budget)
 
     errors: List[str] = []
@@ -405,7 +409,7 @@ def describe(enhancer: Enhancer, default: bool = False) -> List[str]:
         f"stacked blocks {list(cfg.stack_blocks)})",
         f"parameters: {enhancer.net.num_parameters():,} used ({enhancer.net.num_parameters(False):,} stored)",
         f"device: {enhancer.device}{(' ' + name) if name else ''}{threads}",
-        f"precision: {enhancer.precision}",
+        f"precision: {enhancer.precision}, engine: {enhancer.engine}",
         f"memory: ~{enhancer.bytes_per_pixel():.0f} B/pixel; budget {_format_bytes(budget)} -> images up to "
         f"{enhancer.max_untiled_pixels() / 1e6:.1f} MP in one piece, larger ones are tiled",
     ]
@@ -413,7 +417,7 @@ def describe(enhancer: Enhancer, default: bool = False) -> List[str]:
 
 def run_info(args: argparse.Namespace) -> int:
     """``llflow info``: the model/device/precision ``enhance`` would use with these options."""
-    enhancer = dataclasses.replace(load_model(args.model, args.device, args.precision),
+    enhancer = dataclasses.replace(load_model(args.model, args.device, args.precision, args.engine),
                                    memory_budget=args.memory_budget)
     for line in describe(enhancer, default=args.model in (None, "default")):
         print(line)

@@ -119,6 +119,22 @@ def test_nonfinite_losses_stop_with_a_clear_message(tmp_path, monkeypatch) -> No
     assert (Path(cfg.output) / "state.pt").exists()  # resumable after fixing the config
 
 
+def test_init_weights_fine_tune_from_a_checkpoint(tmp_path) -> None:
+    from llflow import LLFlow
+    from llflow.model.checkpoint import CheckpointError
+
+    from ..conftest import tiny_llflow
+
+    source = tiny_llflow(perturb=0.05, seed=7)
+    weights = source.save_pretrained(tmp_path / "start.safetensors")
+    trainer = Trainer(config_from_dict(_config(tmp_path, init=str(weights))), device="cpu")
+    for name, value in source.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[name], value), name
+    other = LLFlow.from_config("LOL_smallNet").save_pretrained(tmp_path / "other.safetensors")
+    with pytest.raises(CheckpointError, match="another architecture"):
+        Trainer(config_from_dict(_config(tmp_path, init=str(other))), device="cpu")
+
+
 # ---------------------------------------------------------------------------------------- runs
 def test_smoke_training_lowers_val_nll_and_raises_psnr(tmp_path) -> None:
     raw = _config(tmp_path, **{"data.val": str(shared_dir() / "data" / "sice-lowlight" / "val"),

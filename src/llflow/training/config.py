@@ -57,6 +57,9 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     output: str = "runs/llflow"
+    # Start from these weights (.safetensors/.pth of the same architecture) instead of a fresh
+    # initialisation: fine-tuning. Optimiser and schedule start fresh (unlike --resume).
+    init: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,12 +103,14 @@ def _is_number(text: str) -> bool:
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> TrainConfig:
-    unknown = sorted(set(raw) - {"model", "data", "optim", "schedule", "output"})
+    unknown = sorted(set(raw) - {"model", "data", "optim", "schedule", "output", "init"})
     if unknown:
-        raise ValueError(f"unknown section(s) {unknown}; valid: model, data, optim, schedule, output")
+        raise ValueError(f"unknown section(s) {unknown}; valid: model, data, optim, schedule, output, init")
     sections = {name: _build(cls, raw.get(name) or {}, name) for name, cls in _SECTIONS.items()}
     model = dict(raw.get("model") or {"preset": "LOL_smallNet"})
-    return TrainConfig(model=model, output=str(raw.get("output", "runs/llflow")), **sections)
+    init = raw.get("init")
+    return TrainConfig(model=model, output=str(raw.get("output", "runs/llflow")),
+                       init=None if init is None else str(init), **sections)
 
 
 def _parse_value(text: str) -> Any:

@@ -178,6 +178,8 @@ class Trainer:
         self._stop_requested = False
         if resume is not None:
             self._load_state(resume)
+        elif cfg.init:
+            self._load_init_weights(Path(cfg.init))
         else:
             self._data_dependent_init()
         self.wrapped: nn.Module = self.objective
@@ -202,6 +204,17 @@ class Trainer:
             lq = make_condition(batch["low"], batch["histeq"])
             self.model.likelihood(lq, batch["gt"], prior="encoder")
         self.model.mark_initialized()
+
+    def _load_init_weights(self, path: Path) -> None:
+        """Fine-tuning: weights from a checkpoint of the same architecture (ActNorms included, so
+        no data-dependent initialisation)."""
+        from ..model.checkpoint import CheckpointError, read_checkpoint
+
+        state, config = read_checkpoint(path)
+        if config != self.model.config:
+            raise CheckpointError(f"{path}: the init weights are another architecture than the config's model "
+                                  f"section builds; set model to the weights' preset (see llflow info {path})")
+        self.model.load_state_dict(state, source=str(path))
 
     def _loader(self) -> DataLoader:
         plan = BatchPlan(len(self.train_set), self.cfg.data.batch_size, self.cfg.optim.seed,
