@@ -78,6 +78,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_evaluate]
 from .enhance_cli import add_enhance, add_info; COMMANDS += [add_enhance, add_info]  # noqa: E402,E702
 from .export import add_export_onnx; COMMANDS += [add_export_onnx]  # noqa: E402,E702
+from .demo import add_demo; COMMANDS += [add_demo]  # noqa: E402,E702
 
 
 def build_parser() -> argparse.ArgumentParser:
