@@ -404,9 +404,13 @@ def demo_process(tmp_path: Path) -> Iterator[Tuple[str, subprocess.Popen, list]]
     try:
         yield url, proc, lines
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        if proc.poll() is None:  # the test failed before stopping it: SIGTERM lets it delete its files
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
 
 
 def test_browser_end_to_end(browser_api: Any, demo_process: Tuple[str, subprocess.Popen, list], shared: Path,
