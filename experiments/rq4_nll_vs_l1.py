@@ -20,7 +20,8 @@ from llflow.evaluation import comparison_grid, evaluate, format_table, model_met
 from llflow.io import read_image
 from llflow.metrics import float_to_uint8, psnr
 from llflow.model import LLFlow
-from llflow.preprocess import to_uint8
+from llflow.model.llflow import pad_to_multiple
+from llflow.preprocess import equalize_histogram_tensor, make_condition, to_uint8
 
 
 def _load(spec: str) -> LLFlow:
@@ -35,6 +36,18 @@ def _u8(t: torch.Tensor) -> np.ndarray:
     return float_to_uint8(t[0].permute(1, 2, 0).clamp(0, 1).numpy())
 
 
+def _samples(model: LLFlow, x: torch.Tensor, n: int, temperature: float, seed: int) -> torch.Tensor:
+    """n samples z = μ + τ·ε of one image: the encoder runs once (fast engine, prepare + decode)."""
+    h, w = x.shape[-2:]
+    m = model.config.multiple
+    engine = model.prepare_for_inference("fp32")
+    lq = make_condition(pad_to_multiple(x, m), pad_to_multiple(equalize_histogram_tensor(x), m))
+    prepared = engine.prepare_condition(lq)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.cat([engine.decode(prepared, temperature=temperature, generator=gen)[..., :h, :w].clamp(0, 1)
+                      for _ in range(n)])
+
+
 def sampling_checks(model: LLFlow, pairs, n_samples: int = 8, temperature: float = 0.8) -> dict:
     """Per image: PSNR of τ=0 and of the mean of n samples (vs reference), and how much samples differ."""
     rows = []
@@ -42,8 +55,7 @@ def sampling_checks(model: LLFlow, pairs, n_samples: int = 8, temperature: float
         low, gt = to_uint8(read_image(pair.low).rgb), to_uint8(read_image(pair.high).rgb)
         x = _tensor(low)
         mean_out = model.enhance(x)
-        gen = torch.Generator().manual_seed(0)
-        samples = torch.cat([model.enhance(x, temperature=temperature, generator=gen) for _ in range(n_samples)])
+        samples = _samples(model, x, n_samples, temperature, seed=0)
         pairwise = [float((samples[i] - samples[j]).abs().mean() * 255)
                     for i in range(n_samples) for j in range(i + 1, n_samples)]
         rows.append({"image": pair.name, "psnr_tau0": psnr(_u8(mean_out), gt),
@@ -61,8 +73,7 @@ def figure(nll: LLFlow, l1: LLFlow | None, pairs, path: Path, temperature: float
         low, gt = to_uint8(read_image(pair.low).rgb), to_uint8(read_image(pair.high).rgb)
         x = _tensor(low)
         cells = [low] + ([_u8(l1.enhance(x))] if l1 else []) + [_u8(nll.enhance(x))]
-        gen = torch.Generator().manual_seed(1)
-        cells += [_u8(nll.enhance(x, temperature=temperature, generator=gen)) for _ in range(2)]
+        cells += [_u8(s[None]) for s in _samples(nll, x, 2, temperature, seed=1)]
         previews.append(cells + [gt])
     comparison_grid(previews, names, path)
 
@@ -74,8 +85,9 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/sice-lowlight/val")
     parser.add_argument("--output", type=Path, default=Path("experiments/results"))
     parser.add_argument("--figure-images", type=int, default=4)
+    parser.add_argument("--limit", type=int, help="only the first N pairs (quick checks)")
     args = parser.parse_args()
-    pairs = find_pairs(args.data)
+    pairs = find_pairs(args.data)[: args.limit]
     nll = _load(args.nll)
     methods = [model_method("nll", None if args.nll == "default" else args.nll)]
     l1 = _load(args.l1) if args.l1 else None
