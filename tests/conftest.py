@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -43,3 +44,14 @@ def tiny_llflow(perturb: float = 0.0, seed: int = 0):
             for p in model.parameters():
                 p.add_(perturb * torch.randn(p.shape, generator=gen, dtype=p.dtype))
     return model
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    small images gain nothing from more, and on a shared, busy CI machine two spinning OpenMP
+    threads made the tiny-model calls ~100× slower (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
