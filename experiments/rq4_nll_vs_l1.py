@@ -4,7 +4,7 @@ Prints a table of PSNR / SSIM / LPIPS on sice-lowlight val (raw and GT-mean), th
 checks, and writes ``<out>/rq4.json`` and ``<out>/rq4_figure.png`` (input | L1 | NLL τ=0 | two NLL
 samples at τ=0.8 | reference).
 
-    python experiments/rq4_nll_vs_l1.py --nll default --l1 runs/sice_smallnet_l1/best.safetensors
+    python experiments/rq4_nll_vs_l1.py      # the bundled NLL model vs experiments/weights/l1_sice_smallnet_it1200.safetensors
 """
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ def figure(nll: LLFlow, l1: LLFlow | None, pairs, path: Path, temperature: float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nll", default="default", help="NLL-trained checkpoint (default: the bundled model)")
-    parser.add_argument("--l1", help="L1-trained checkpoint of the same network")
+    parser.add_argument("--l1", default="experiments/weights/l1_sice_smallnet_it1200.safetensors",
+                        help="L1-trained checkpoint of the same network (default: the one trained for RQ4)")
     parser.add_argument("--data", default="../shared/data/sice-lowlight/val")
     parser.add_argument("--output", type=Path, default=Path("experiments/results"))
     parser.add_argument("--figure-images", type=int, default=4)
