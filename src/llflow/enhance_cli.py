@@ -286,6 +286,14 @@ def process_job(job: Job, enhancer: Enhancer, args: argparse.Namespace, bar_fact
     return "done"
 
 
+def check_tile_args(args: argparse.Namespace) -> None:
+    """``--tile`` / ``--tile-pad`` (shared by ``enhance`` and ``demo``)."""
+    if args.tile is not None and args.tile < 0:
+        raise ValueError(f"--tile must be >= 0 (0 = never tile), got {args.tile}")
+    if args.tile_pad < 0:
+        raise ValueError(f"--tile-pad must be >= 0, got {args.tile_pad}")
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
@@ -297,10 +305,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--uncertainty-samples must be >= 2")
     if args.temperature is not None and args.temperature < 0:
         raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
-    if args.tile is not None and args.tile < 0:
-        raise ValueError(f"--tile must be >= 0 (0 = never tile), got {args.tile}")
-    if args.tile_pad < 0:
-        raise ValueError(f"--tile-pad must be >= 0, got {args.tile_pad}")
+    check_tile_args(args)
     if not 1 <= args.quality <= 100:
         raise ValueError(f"--quality must be 1..100, got {args.quality}")
     if not args.inputs and not args.examples:

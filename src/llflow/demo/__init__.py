@@ -14,6 +14,7 @@ import sys
 import threading
 from typing import Any, Optional
 
+from ..enhance_cli import check_tile_args
 from ..inference import DEFAULT_TILE_PAD
 
 __all__ = ["add_demo", "run_demo"]
@@ -63,10 +64,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-megapixels must be > 0, got {args.max_megapixels:g}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    if args.tile is not None and args.tile < 0:
-        raise ValueError(f"--tile must be >= 0 (0 = never tile), got {args.tile}")
-    if args.tile_pad < 0:
-        raise ValueError(f"--tile-pad must be >= 0, got {args.tile_pad}")
+    check_tile_args(args)
 
 
 def run_demo(args: argparse.Namespace) -> int:
