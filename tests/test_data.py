@@ -355,3 +355,34 @@ def test_unpaired_dataset(tmp_path):
     np.testing.assert_allclose(hwc(item["histeq"]), equalize_histogram(low) / 255.0, atol=1e-7)
     real = UnpairedDataset(shared_dir() / "data" / "real-lowlight" / "lime")
     assert len(real) == 9 and real[0]["low"].shape[0] == 3
+
+
+def test_synthetic_pairs(tmp_path):
+    pairs = make_pairs(tmp_path, n=6)
+    real = PairedDataset(pairs, crop=16, seed=4)
+    mixed = PairedDataset(pairs, crop=16, seed=4, synthetic_fraction=0.5)
+    names = []
+    for epoch in range(3):
+        real.set_epoch(epoch)
+        mixed.set_epoch(epoch)
+        for i in range(len(pairs)):
+            a, b = real[i], mixed[i]
+            torch.testing.assert_close(a["gt"], b["gt"], rtol=0, atol=0)  # same crop window and flip
+            names.append(b["name"])
+            if b["name"].endswith("#synthetic"):
+                assert not torch.equal(a["low"], b["low"])
+                low = np.rint(hwc(b["low"]) * 255).astype(np.uint8)
+                assert low.mean() < np.rint(hwc(b["gt"]) * 255).mean()
+                # hist-eq is computed on the full synthetic image, then cropped like the low image
+                assert not np.allclose(hwc(b["histeq"]), equalize_histogram(low) / 255.0)
+            else:
+                torch.testing.assert_close(a["low"], b["low"], rtol=0, atol=0)
+                torch.testing.assert_close(a["histeq"], b["histeq"], rtol=0, atol=0)
+    synthetic = sum(n.endswith("#synthetic") for n in names)
+    assert 3 <= synthetic <= len(names) - 3
+    again = PairedDataset(pairs, crop=16, seed=4, synthetic_fraction=0.5)
+    torch.testing.assert_close(again[(2, 1)]["low"], mixed[(2, 1)]["low"], rtol=0, atol=0)
+    everything = PairedDataset(pairs, crop=16, seed=4, synthetic_fraction=1.0)
+    assert all(everything[i]["name"].endswith("#synthetic") for i in range(len(pairs)))
+    with pytest.raises(ValueError, match="synthetic_fraction"):
+        PairedDataset(pairs, crop=16, synthetic_fraction=1.5)

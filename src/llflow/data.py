@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from .io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 from .preprocess import equalize_histogram
+from .synthetic import LowLightSynthesizer
 
 __all__ = ["DatasetError", "Pair", "PairedDataset", "UnpairedDataset", "find_pairs"]
 
@@ -279,6 +280,10 @@ class PairedDataset(Dataset):
     dtype (about 0.8 MB per 512×512 image, ×3 per pair). Each DataLoader worker fills its own cache;
     call :meth:`preload` before creating the DataLoader so forked workers share one copy.
 
+    Synthetic pairs: with ``synthetic_fraction > 0`` each item is, with that probability, a pair whose
+    low image is synthesised from the reference by ``synthesizer`` (see :mod:`llflow.synthetic`) —
+    drawn from its own ``(seed, epoch, index)`` stream, so the crops of real items stay the same.
+
     Args:
         source: dataset root (see :func:`find_pairs`) or a sequence of :class:`Pair`.
         crop: square crop size in pixels, or None for full images.
@@ -289,13 +294,18 @@ class PairedDataset(Dataset):
         on_error: ``"raise"`` (default: a bad pair — unreadable, sizes differ, smaller than the
             crop — raises :class:`DatasetError` when it is loaded) or ``"skip"`` (every pair is
             checked now, bad ones are dropped with one warning naming them).
+        synthetic_fraction: probability that an item's low image is synthesised.
+        synthesizer: the synthesis (default :class:`~llflow.synthetic.LowLightSynthesizer()`).
     """
 
     def __init__(self, source: Union[PathLike, Sequence[Pair]], crop: Optional[int] = 160,
                  flip: bool = True, seed: int = 0, cache: bool = True, split: Optional[str] = None,
-                 on_error: str = "raise") -> None:
+                 on_error: str = "raise", synthetic_fraction: float = 0.0,
+                 synthesizer: Optional[LowLightSynthesizer] = None) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if not 0.0 <= synthetic_fraction <= 1.0:
+            raise ValueError(f"synthetic_fraction must be in [0, 1], got {synthetic_fraction!r}")
         if crop is not None and (not isinstance(crop, (int, np.integer)) or isinstance(crop, bool)
                                  or crop <= 0):
             raise ValueError(f"crop must be a positive int or None, got {crop!r}")
@@ -309,6 +319,8 @@ class PairedDataset(Dataset):
         self.epoch = 0
         self.cache = bool(cache)
         self.on_error = on_error
+        self.synthetic_fraction = float(synthetic_fraction)
+        self.synthesizer = synthesizer or LowLightSynthesizer()
         self._cache: Dict[int, _Loaded] = {}
         if on_error == "skip":
             self._drop_bad_pairs()
@@ -334,6 +346,14 @@ class PairedDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self.pairs)} pairs")
         loaded = self._load(index)
         low, high, histeq = loaded.low, loaded.high, loaded.histeq
+        name = self.pairs[index].name
+        if self.synthetic_fraction > 0:
+            synth_rng = np.random.default_rng([self.seed, int(epoch), index, 1])
+            if synth_rng.random() < self.synthetic_fraction:
+                # Synthesise the full image: hist-eq must see all of it, as for a real low image.
+                low = self.synthesizer(high, synth_rng)
+                histeq = equalize_histogram(low)
+                name += "#synthetic"
         rng = np.random.default_rng([self.seed, int(epoch), index])
         if self.crop is not None:
             height, width = low.shape[:2]
@@ -344,8 +364,7 @@ class PairedDataset(Dataset):
         # Always draw the flip so the crop stream does not depend on the flip setting.
         if rng.random() < 0.5 and self.flip:
             low, high, histeq = low[:, ::-1], high[:, ::-1], histeq[:, ::-1]
-        return {"low": _chw(low), "gt": _chw(high), "histeq": _chw(histeq),
-                "name": self.pairs[index].name}
+        return {"low": _chw(low), "gt": _chw(high), "histeq": _chw(histeq), "name": name}
 
     def _load(self, index: int) -> _Loaded:
         """Decode one pair (or fetch it from the cache) and check it is usable."""

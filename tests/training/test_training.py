@@ -110,6 +110,22 @@ def test_holdout_validation_split(tmp_path) -> None:
         split_pairs(config_from_dict(_config(tmp_path, **{"data.crop": 30})))
 
 
+def test_synthetic_pairs_and_skipping_the_first_validation(tmp_path, monkeypatch) -> None:
+    raw = _config(tmp_path, **{"data.val": str(shared_dir() / "data" / "sice-lowlight" / "val"),
+                               "data.synthetic_fraction": 0.5, "data.synthetic_exposure": [0.05, 0.1],
+                               "optim.iterations": 2, "schedule.val_at_start": False})
+    trainer = Trainer(config_from_dict(raw), device="cpu")
+    assert trainer.train_set.synthetic_fraction == 0.5
+    assert trainer.train_set.synthesizer.exposure == (0.05, 0.1)
+    assert any(trainer.train_set[i]["name"].endswith("#synthetic") for i in range(8))
+    validated = []
+    monkeypatch.setattr(trainer, "validate", lambda: validated.append(trainer.iteration))
+    trainer.train()
+    assert validated == [2]  # only at the end, not on the starting weights
+    with pytest.raises(ValueError, match="synthetic_fraction"):
+        Trainer(config_from_dict(_config(tmp_path, **{"data.synthetic_fraction": 2.0})), device="cpu")
+
+
 def test_nonfinite_losses_stop_with_a_clear_message(tmp_path, monkeypatch) -> None:
     cfg = config_from_dict(_config(tmp_path, **{"optim.max_nonfinite": 3}))
     trainer = Trainer(cfg, device="cpu")

@@ -21,6 +21,11 @@ class DataConfig:
     num_workers: int = 1
     flip: bool = True
     val_max_images: Optional[int] = None
+    # Probability that a training item's low image is synthesised from its reference
+    # (llflow.synthetic: exposure, shot/read noise, tone curve); 0 = real pairs only.
+    synthetic_fraction: float = 0.0
+    synthetic_exposure: tuple[float, float] = (0.03, 0.2)
+    synthetic_shot_noise: tuple[float, float] = (1e-4, 3e-3)
 
 
 @dataclass
@@ -47,6 +52,7 @@ class ScheduleConfig:
     val_every: int = 200
     ckpt_every: int = 1000
     select_metric: str = "psnr"  # chosen on the validation split only
+    val_at_start: bool = True  # validate the starting weights (skip when they were already scored)
     tensorboard: bool = True
 
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
 from ..data import Pair, PairedDataset, find_pairs
+from ..synthetic import LowLightSynthesizer
 from ..model import LLFlow
 from ..model.checkpoint import atomic_write
 from ..model.config import config_from_mapping
@@ -168,8 +169,11 @@ class Trainer:
         use_scaler = self.autocast_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         train_pairs, val_pairs = split_pairs(cfg)
+        synthesizer = LowLightSynthesizer(exposure=tuple(cfg.data.synthetic_exposure),
+                                          shot_noise=tuple(cfg.data.synthetic_shot_noise))
         self.train_set = PairedDataset(train_pairs, crop=cfg.data.crop, flip=cfg.data.flip,
-                                       seed=cfg.optim.seed, on_error="skip")
+                                       seed=cfg.optim.seed, on_error="skip",
+                                       synthetic_fraction=cfg.data.synthetic_fraction, synthesizer=synthesizer)
         self.val_set = PairedDataset(val_pairs, crop=None, flip=False, on_error="skip") if val_pairs else None
         self.iteration = 0
         self.nonfinite = 0
@@ -326,7 +330,7 @@ class Trainer:
                   f"iterations {self.iteration}..{total}", flush=True)
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            if self.iteration == 0 and self.val_set is not None:
+            if self.iteration == 0 and self.val_set is not None and self.cfg.schedule.val_at_start:
                 self.validate()
             tic, losses = time.time(), []
             for batch in self._loader():
