@@ -11,7 +11,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, List
+from typing import List
 
 import cv2
 import numpy as np

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
-from .preprocess import equalize_histogram
+from .preprocess import equalize_histogram, to_float32
 from .synthetic import LowLightSynthesizer
 
 __all__ = ["DatasetError", "Pair", "PairedDataset", "UnpairedDataset", "find_pairs"]
@@ -242,15 +242,9 @@ def _match_folder(low_dir: Path, high_dir: Path) -> Tuple[List[Pair], List[str]]
 # Datasets
 
 
-def _to_float(array: np.ndarray) -> np.ndarray:
-    """uint8/uint16 H×W×C → float32 in [0, 1]."""
-    scale = 65535.0 if array.dtype == np.uint16 else 255.0
-    return array.astype(np.float32) / np.float32(scale)
-
-
 def _chw(array: np.ndarray) -> torch.Tensor:
     """H×W×3 numpy (any dtype) → contiguous 3×H×W float32 tensor in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(_to_float(array).transpose(2, 0, 1)))
+    return torch.from_numpy(np.ascontiguousarray(to_float32(array).transpose(2, 0, 1)))
 
 
 @dataclass

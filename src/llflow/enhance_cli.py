@@ -7,7 +7,7 @@
     * ``{stem}{suffix}.{ext}`` — the enhanced image (suffix default ``_llflow``). With
       ``--samples N`` (N > 1) instead N files ``{stem}{suffix}_s{i}.{ext}``, i = 0..N-1.
     * ``{stem}{suffix}_uncertainty.png`` with ``--uncertainty`` — a 16-bit grey PNG of the per-pixel
-      standard deviation over samples (see :data:`UNCERTAINTY_FULL_SCALE` for the scale).
+      standard deviation over samples (see :data:`llflow.inference.UNCERTAINTY_FULL_SCALE` for the scale).
 
     Files found inside a folder given with ``--recursive`` keep their sub-folder path below
     ``OUTDIR``. ``--ext auto`` keeps the input's format; 16-bit PNG/TIFF inputs give 16-bit
@@ -53,13 +53,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .inference import (DEFAULT_TILE_PAD, SAMPLE_TEMPERATURE, UNCERTAINTY_SAMPLES, Enhancer, load_model,
-                        uncertainty_from_samples)
+from .inference import (DEFAULT_TILE_PAD, EXPOSURE_NOTE_EV, SAMPLE_TEMPERATURE, UNCERTAINTY_FULL_SCALE,
+                        UNCERTAINTY_SAMPLES, Enhancer, load_model, uncertainty_from_samples)
+from .preprocess import to_float32
 from .io import IMAGE_EXTENSIONS, ImageReadError, ImageWriteError, list_images, read_image, write_image
 
-#: Standard deviation that maps to white in the uncertainty PNG: stored value v (0..65535) means
-#: std = v / 65535 × 0.25 (output intensity on the [0, 1] scale). Fixed, so maps can be compared.
-UNCERTAINTY_FULL_SCALE = 0.25
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 _EXT_CHOICES = ("auto", "png", "jpg", "tif")
 _SUMMARY_PREFIX = "llflow enhance:"
@@ -251,9 +249,8 @@ def process_job(job: Job, enhancer: Enhancer, args: argparse.Namespace, bar_fact
         return "skipped"
     image = read_image(job.source)
     enhancer.last_exposure = None
-    scale = 65535.0 if image.rgb.dtype == np.uint16 else 255.0
     # Straight to float: a 16-bit input is never quantised to 8 bits (only hist-eq is, by design).
-    low = torch.from_numpy(image.rgb.astype(np.float32) / np.float32(scale)).permute(2, 0, 1)[None]
+    low = torch.from_numpy(to_float32(image.rgb)).permute(2, 0, 1)[None]
     for path in todo.values():  # sub-folders mirrored from a --recursive folder input
         path.parent.mkdir(parents=True, exist_ok=True)
     tau, tau_u = _temperatures(args)
@@ -267,7 +264,7 @@ def process_job(job: Job, enhancer: Enhancer, args: argparse.Namespace, bar_fact
     elif "main" in todo:
         results["main"] = enhancer.enhance_tensor(low, tau, args.exposure, generator, **common)
     shift = enhancer.last_exposure
-    if args.exposure and shift is not None and abs(shift.achieved_ev - args.exposure) > 0.25:
+    if args.exposure and shift is not None and abs(shift.achieved_ev - args.exposure) > EXPOSURE_NOTE_EV:
         from tqdm import tqdm
 
         tqdm.write(f"note: {job.source}: exposure {args.exposure:+g} EV reached {shift.achieved_ev:+.2f} EV "

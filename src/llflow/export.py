@@ -160,16 +160,11 @@ def prepare_condition_numpy(image: np.ndarray, multiple: int = 8) -> tuple[np.nd
     multiple of ``multiple`` (edge replication where too small to reflect), then the log transform —
     the same as :meth:`LLFlow.enhance`.
     """
-    from .preprocess import LOG_EPS, equalize_histogram
+    from .preprocess import LOG_EPS, equalize_histogram, to_float32
 
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an H×W×3 RGB image, got shape {image.shape}")
-    if image.dtype == np.uint8:
-        low = image.astype(np.float32) / 255.0
-    elif image.dtype == np.uint16:
-        low = image.astype(np.float32) / 65535.0
-    else:
-        low = np.clip(image.astype(np.float32), 0.0, 1.0)
+    low = to_float32(image)
     histeq = equalize_histogram(image if image.dtype in (np.uint8, np.uint16) else low).astype(np.float32) / 255.0
     h, w = low.shape[:2]
     ph, pw = (-h) % multiple, (-w) % multiple

@@ -62,6 +62,7 @@ from .preprocess import equalize_histogram_tensor, make_condition
 
 __all__ = [
     "DEFAULT_TILE_PAD", "EXPOSURE_PROXY", "ExposureShift", "SAMPLE_TEMPERATURE", "UNCERTAINTY_SAMPLES", "PRECISIONS",
+    "UNCERTAINTY_FULL_SCALE", "EXPOSURE_NOTE_EV",
     "Enhancer", "Tile", "enhance", "sample", "uncertainty", "load_model", "resolve_device",
     "check_precision", "precision_context", "plan_tiles", "estimate_bytes_per_pixel", "memory_budget",
     "auto_tile_size", "exposure_shift", "latent_shape",
@@ -74,6 +75,13 @@ ENGINES = ("fast", "reference")
 SAMPLE_TEMPERATURE = 0.8
 #: Number of samples an uncertainty map averages over by default.
 UNCERTAINTY_SAMPLES = 8
+#: Standard deviation stored as white in 16-bit uncertainty PNGs (``llflow enhance``, the demo): value
+#: v (0..65535) means std = v / 65535 × 0.25 (output intensity on the [0, 1] scale). Fixed, so maps
+#: can be compared.
+UNCERTAINTY_FULL_SCALE = 0.25
+#: An exposure request missed by more than this many EV is reported to the user (the model's
+#: brightness saturates there).
+EXPOSURE_NOTE_EV = 0.25
 #: Context pixels around each tile (rounded up to a multiple of 8). Chosen from measurements
 #: with the real model (see experiments/tiling_psnr.py): 32 keeps tiled vs untiled above 40 dB.
 DEFAULT_TILE_PAD = 32

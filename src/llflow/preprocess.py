@@ -13,6 +13,15 @@ import torch
 LOG_EPS = 1e-3
 
 
+def to_float32(image: np.ndarray) -> np.ndarray:
+    """An 8-bit, 16-bit or float image → float32 in [0, 1] (integers scaled, floats clipped)."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255.0)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / np.float32(65535.0)
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Quantise an 8-bit, 16-bit or float [0, 1] image to uint8 (rounding, clipping)."""
     if image.dtype == np.uint8:

@@ -29,6 +29,8 @@ from typing import Tuple
 
 import numpy as np
 
+from .preprocess import to_float32
+
 __all__ = ["LowLightSynthesizer", "tone_curve", "inverse_tone_curve"]
 
 GAMMA = 2.2
@@ -84,9 +86,8 @@ class LowLightSynthesizer:
         """An H×W×3 uint8/uint16/float [0, 1] sRGB reference → H×W×3 uint8 low-light image."""
         if reference.ndim != 3 or reference.shape[-1] != 3:
             raise ValueError(f"expected an H×W×3 image, got shape {reference.shape}")
-        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(reference.dtype, 1.0)
         exposure, shot, read = self.draw(rng)
-        linear = inverse_tone_curve(reference.astype(np.float32) / np.float32(scale)) * np.float32(exposure)
+        linear = inverse_tone_curve(to_float32(reference)) * np.float32(exposure)
         std = np.sqrt(np.float32(shot) * linear + np.float32(read))
         noisy = linear + std * rng.standard_normal(linear.shape, dtype=np.float32)
         return np.round(tone_curve(noisy) * 255.0).astype(np.uint8)

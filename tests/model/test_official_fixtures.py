@@ -7,7 +7,6 @@ rtol 1e-5 for log-dets and NLLs.
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 import torch

@@ -47,14 +47,13 @@ import cv2
 import numpy as np
 import torch
 
-from ..inference import DEFAULT_TILE_PAD, SAMPLE_TEMPERATURE, Enhancer, uncertainty_from_samples
+from ..inference import (DEFAULT_TILE_PAD, EXPOSURE_NOTE_EV, SAMPLE_TEMPERATURE, UNCERTAINTY_FULL_SCALE, Enhancer,
+                         uncertainty_from_samples)
 from ..io import IMAGE_EXTENSIONS, ImageReadError, ImageWriteError, read_image, write_image
-from ..preprocess import equalize_histogram_tensor, to_uint8
+from ..preprocess import equalize_histogram_tensor, to_float32, to_uint8
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
-#: Standard deviation shown as white in the raw 16-bit uncertainty download (as ``llflow enhance``).
-UNCERTAINTY_FULL_SCALE = 0.25
 _ID = r"[0-9a-f]{16}"
 _STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
            "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -552,8 +551,7 @@ class DemoApp:
 
         step("reading the image")
         image = read_image(job.upload.source)
-        scale = 65535.0 if image.rgb.dtype == np.uint16 else 255.0
-        low = torch.from_numpy(image.rgb.astype(np.float32) / np.float32(scale)).permute(2, 0, 1)[None]
+        low = torch.from_numpy(to_float32(image.rgb)).permute(2, 0, 1)[None]
         histeq = equalize_histogram_tensor(low)
         enhancer.last_exposure = None
         notes: List[str] = []
@@ -567,7 +565,7 @@ class DemoApp:
             offsets(1, 0.0)  # cached inside the enhancer for the calls below
             done[0] += 1
             shift = enhancer.last_exposure
-            if shift is not None and abs(shift.achieved_ev - job.exposure) > 0.25:
+            if shift is not None and abs(shift.achieved_ev - job.exposure) > EXPOSURE_NOTE_EV:
                 notes.append(f"Exposure {job.exposure:+g} EV reached only {shift.achieved_ev:+.2f} EV: the "
                              "model's brightness saturates there.")
         samples: List[torch.Tensor] = []

@@ -31,7 +31,6 @@ The snapshot does not follow later changes of the network's weights: call
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
