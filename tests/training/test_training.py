@@ -151,6 +151,40 @@ def test_init_weights_fine_tune_from_a_checkpoint(tmp_path) -> None:
         Trainer(config_from_dict(_config(tmp_path, init=str(other))), device="cpu")
 
 
+def test_weight_average_is_validated_exported_and_resumed(tmp_path, monkeypatch) -> None:
+    from llflow.training.trainer import WeightAverage
+
+    raw = _config(tmp_path, **{"optim.iterations": 3, "optim.ema_decay": 0.9, "schedule.ckpt_every": 3})
+    trainer = Trainer(config_from_dict(raw), device="cpu")
+    start = {k: v.clone() for k, v in trainer.model.named_parameters()}
+    seen: list[dict[str, torch.Tensor]] = []
+    real_update = WeightAverage.update
+
+    def recording_update(self, model):
+        seen.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        real_update(self, model)
+
+    monkeypatch.setattr(WeightAverage, "update", recording_update)
+    trainer.train()
+    assert len(seen) == 3
+    expected = dict(start)
+    for n, weights in enumerate(seen):
+        decay = min(0.9, (1 + n) / (10 + n))  # 0.1, 0.18, 0.25: the warm-up ramp
+        expected = {k: decay * expected[k] + (1 - decay) * weights[k] for k in expected}
+    exported = load_file(str(tmp_path / "run" / "final.safetensors"))
+    name = next(k for k in expected if k.endswith("weight") and expected[k].ndim == 4)
+    for key, value in expected.items():
+        assert torch.allclose(exported[key], value, atol=1e-6), key
+    assert not torch.allclose(exported[name], seen[-1][name], atol=1e-6)  # not the raw weights
+    assert trainer.selected_model is trainer.ema.model
+    resumed = Trainer(config_from_dict(raw), device="cpu", resume=tmp_path / "run")
+    assert resumed.ema is not None and resumed.ema.updates == 3
+    for key, value in resumed.ema.model.state_dict().items():
+        assert torch.equal(value, trainer.ema.model.state_dict()[key]), key
+    with pytest.raises(TrainingError, match="ema_decay"):
+        Trainer(config_from_dict(_config(tmp_path, **{"optim.ema_decay": 1.5})), device="cpu")
+
+
 # ---------------------------------------------------------------------------------------- runs
 def test_smoke_training_lowers_val_nll_and_raises_psnr(tmp_path) -> None:
     raw = _config(tmp_path, **{"data.val": str(shared_dir() / "data" / "sice-lowlight" / "val"),

@@ -43,6 +43,9 @@ class OptimConfig:
     grad_clip: Optional[float] = None
     precision: str = "auto"  # auto (fp16 on CUDA like the official code, fp32 on CPU), fp32, bf16, fp16
     max_nonfinite: int = 20  # consecutive non-finite losses before training stops
+    # Exponential moving average of the weights (BasicSR's ema_decay); when set, validation, model
+    # selection and the exported files use the averaged weights. None = off.
+    ema_decay: Optional[float] = None
     seed: int = 10
 
 

@@ -10,6 +10,7 @@ with a global batch ``B`` compute the same update as one process with batch ``B`
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 import signal
@@ -123,6 +124,42 @@ class BestScore:
     iteration: int = -1
 
 
+class WeightAverage:
+    """Exponential moving average of a model's weights, kept as a second copy of the model.
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates so that the average
+    is not dominated by the starting weights in short runs. Buffers (ActNorm flags) are copied.
+    """
+
+    def __init__(self, model: LLFlow, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise TrainingError(f"optim.ema_decay must be between 0 and 1 (e.g. 0.999), not {decay}")
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: LLFlow) -> None:
+        weight = 1.0 - self.current_decay()
+        averaged = list(self.model.parameters())
+        torch._foreach_lerp_(averaged, [p.detach() for p in model.parameters()], weight)
+        for mine, theirs in zip(self.model.buffers(), model.buffers()):
+            mine.copy_(theirs)
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any], source: str) -> None:
+        self.model.load_state_dict(state["model"], source=source)
+        self.updates = int(state["updates"])
+
+
 def pick_device(name: str, info: DistInfo) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -186,6 +223,11 @@ class Trainer:
             self._load_init_weights(Path(cfg.init))
         else:
             self._data_dependent_init()
+        self.ema: Optional[WeightAverage] = None
+        if cfg.optim.ema_decay is not None:
+            self.ema = WeightAverage(self.model, cfg.optim.ema_decay)
+            if resume is not None:
+                self._load_ema_state(resume)
         self.wrapped: nn.Module = self.objective
         if self.info.enabled:
             # With the reference colour-map prior the encoder's colour head gets no gradient.
@@ -239,6 +281,7 @@ class Trainer:
             "nonfinite": self.nonfinite,
             "best": {"metric": self.best.metric, "value": self.best.value, "iteration": self.best.iteration},
             "config": self.cfg.to_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
@@ -266,6 +309,14 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         if self.info.is_main:
             print(f"resumed from {path} at iteration {self.iteration}", flush=True)
+
+    def _load_ema_state(self, path: Path) -> None:
+        assert self.ema is not None
+        path = path / STATE_NAME if path.is_dir() else path
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("ema") is None:
+            return  # EMA switched on for a resumed run: the average starts at the resumed weights
+        self.ema.load_state_dict(state["ema"], source=str(path))
 
     # ------------------------------------------------------------------ loop
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -302,6 +353,8 @@ class Trainer:
             return self._skip("gradient")
         self.scaler.step(self.optimizer)  # with fp16 the scaler itself skips inf/NaN gradients
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.nonfinite = 0
         return float(loss.detach())
 
@@ -383,27 +436,35 @@ class Trainer:
                   f"on all {self.info.world_size} processes", flush=True)
 
     # ------------------------------------------------------------------ validation and export
+    @property
+    def selected_model(self) -> LLFlow:
+        """The weights that are validated and exported: the moving average when EMA is on."""
+        return self.ema.model if self.ema is not None else self.model
+
     @torch.no_grad()
     def validation_metrics(self) -> dict[str, float]:
-        """Mean PSNR / SSIM (raw, no GT-mean) at τ = 0 and NLL with the encoder prior on ``val``."""
+        """Mean PSNR / SSIM (raw, no GT-mean) at τ = 0 and NLL with the encoder prior on ``val``,
+        of :attr:`selected_model`."""
         from ..metrics import float_to_uint8, psnr, ssim_gray
 
         assert self.val_set is not None
-        self.model.eval()
+        model = self.selected_model
+        was_training = model.training
+        model.eval()
         scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "nll": []}
         count = len(self.val_set) if self.cfg.data.val_max_images is None else min(len(self.val_set), self.cfg.data.val_max_images)
         for index in range(count):
             item = self.val_set[index]
             low, gt, histeq = (item[k][None].to(self.device) for k in ("low", "gt", "histeq"))
-            out = self.model.enhance(low, histeq=histeq, clamp=False)
+            out = model.enhance(low, histeq=histeq, clamp=False)
             out_u8 = float_to_uint8(out[0].permute(1, 2, 0).cpu().numpy())
             gt_u8 = float_to_uint8(gt[0].permute(1, 2, 0).cpu().numpy())
             scores["psnr"].append(psnr(out_u8, gt_u8))
             scores["ssim"].append(ssim_gray(out_u8, gt_u8))
             h, w = (s - s % 8 for s in gt.shape[-2:])
-            nll = self.model.nll(low[..., :h, :w], gt[..., :h, :w], histeq=histeq[..., :h, :w])
+            nll = model.nll(low[..., :h, :w], gt[..., :h, :w], histeq=histeq[..., :h, :w])
             scores["nll"].append(float(nll.mean()))
-        self.model.train()
+        model.train(was_training)
         return {k: float(np.mean(v)) for k, v in scores.items()}
 
     def validate(self) -> None:
@@ -421,7 +482,9 @@ class Trainer:
             return
         meta = {"iteration": str(self.iteration), "objective": self.cfg.optim.objective}
         meta.update({f"val_{k}": f"{v:.6f}" for k, v in (metrics or {}).items()})
-        self.model.save_pretrained(self.out / f"{name}.safetensors", metadata=meta)
+        if self.ema is not None:
+            meta["ema_decay"] = str(self.ema.decay)
+        self.selected_model.save_pretrained(self.out / f"{name}.safetensors", metadata=meta)
 
 
 def _as_tuple(value: Any) -> Any:
