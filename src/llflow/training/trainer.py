@@ -217,8 +217,9 @@ class Trainer:
         self.best = BestScore(cfg.schedule.select_metric)
         self.logger = RunLogger(self.out, cfg.schedule.tensorboard, enabled=self.info.is_main)
         self._stop_requested = False
+        resumed_ema = None
         if resume is not None:
-            self._load_state(resume)
+            resumed_ema = self._load_state(resume)
         elif cfg.init:
             self._load_init_weights(Path(cfg.init))
         else:
@@ -226,8 +227,8 @@ class Trainer:
         self.ema: Optional[WeightAverage] = None
         if cfg.optim.ema_decay is not None:
             self.ema = WeightAverage(self.model, cfg.optim.ema_decay)
-            if resume is not None:
-                self._load_ema_state(resume)
+            if resumed_ema is not None:  # else EMA was switched on for a resumed run: start at its weights
+                self.ema.load_state_dict(resumed_ema, source=str(resume))
         self.wrapped: nn.Module = self.objective
         if self.info.enabled:
             # With the reference colour-map prior the encoder's colour head gets no gradient.
@@ -292,7 +293,8 @@ class Trainer:
         state = self.state_dict()
         atomic_write(self.out / STATE_NAME, lambda tmp: torch.save(state, tmp))
 
-    def _load_state(self, path: Path) -> None:
+    def _load_state(self, path: Path) -> Optional[dict[str, Any]]:
+        """Restore everything but the weight average; returns the saved average (None if none)."""
         path = path / STATE_NAME if path.is_dir() else path
         if not path.is_file():
             raise TrainingError(f"{path}: no training state to resume from (expected {STATE_NAME} in the run folder)")
@@ -309,14 +311,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         if self.info.is_main:
             print(f"resumed from {path} at iteration {self.iteration}", flush=True)
-
-    def _load_ema_state(self, path: Path) -> None:
-        assert self.ema is not None
-        path = path / STATE_NAME if path.is_dir() else path
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("ema") is None:
-            return  # EMA switched on for a resumed run: the average starts at the resumed weights
-        self.ema.load_state_dict(state["ema"], source=str(path))
+        return state.get("ema")
 
     # ------------------------------------------------------------------ loop
     def _autocast(self) -> contextlib.AbstractContextManager:
