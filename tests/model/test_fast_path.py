@@ -11,10 +11,12 @@ from functools import lru_cache
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from llflow import LLFlow
-from llflow.model.fast import InferenceModel, PreparedCondition, mkldnn_fusion_available, squeeze_cl, unsqueeze_cl
+from llflow.model.fast import (InferenceModel, PreparedCondition, _add_identity, _div_add, mkldnn_fusion_available,
+                               squeeze_cl, unsqueeze_cl)
 from llflow.model.flow import squeeze2d, unsqueeze2d
 
 from ..conftest import shared_dir
@@ -201,3 +203,22 @@ def test_channels_last_squeeze_matches_official_order(factor: int) -> None:
     assert torch.equal(out, ref) and out.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(unsqueeze_cl(out, factor), unsqueeze2d(ref, factor))
     assert torch.equal(unsqueeze_cl(out, factor), x)
+
+
+@pytest.mark.parametrize("coef", [1.0, 0.2])
+def test_residual_folded_into_conv_weights(coef: float) -> None:
+    """conv(x; W + coef·δ) = conv(x; W) + coef·x[:, :out] — how the dense blocks' skip connections
+    are computed in full precision."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 20, 3, 3, generator=gen, dtype=torch.float64)
+    x = torch.randn(2, 20, 9, 11, generator=gen, dtype=torch.float64)
+    folded = F.conv2d(x, _add_identity(w, coef), padding=1)
+    torch.testing.assert_close(folded, F.conv2d(x, w, padding=1) + coef * x[:, :8], rtol=0, atol=1e-12)
+
+
+def test_one_pass_affine_is_bit_identical_to_two_passes() -> None:
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(1, 12, 40, 60, generator=gen).contiguous(memory_format=torch.channels_last)
+    scale = torch.sigmoid(torch.randn(1, 12, 40, 60, generator=gen) + 2.0).add_(1e-4)
+    shift = torch.randn(1, 12, 40, 60, generator=gen)
+    assert torch.equal(_div_add(z, scale, -shift), z / scale - shift)

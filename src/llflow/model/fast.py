@@ -181,17 +181,30 @@ def _fold_conv_actnorm(m: ConvActNorm) -> tuple[Tensor, Tensor]:
     return _f64(m.weight) * gain[:, None, None, None], _f64(m.actnorm.bias).flatten() * gain
 
 
-def _fold_conv_zeros(m: Conv2dZeros, permute: Optional[Tensor] = None, add_to_odd: float = 0.0,
-                     ) -> tuple[Tensor, Tensor]:
+def _add_identity(weight: Tensor, coef: float) -> Tensor:
+    """``weight`` (out×in×k×k, float64) plus ``coef`` on the centre tap from input channel ``o`` to
+    output ``o``, so that ``conv(x; W') = conv(x; W) + coef·x[:, :out]``: a residual connection
+    from the first ``out`` input channels, computed inside the convolution."""
+    out, k = weight.shape[0], weight.shape[-1]
+    weight = weight.clone()
+    idx = torch.arange(out)
+    weight[idx, idx, k // 2, k // 2] += coef
+    return weight
+
+
+def _fold_conv_zeros(m: Conv2dZeros, add_to_odd: float = 0.0) -> tuple[Tensor, Tensor]:
     """``(conv(x; W) + b)·e^{3·logs}`` with output rows reordered to ``[even..., odd...]`` (shift
-    channels first, scale channels second) and ``add_to_odd`` (the ``+2`` before the sigmoid) added
-    to the bias of the scale rows (float64)."""
+    channels first, scale channels second), the shift rows negated (the coupling then computes
+    ``z/scale − shift`` as one ``addcdiv(−shift, z, scale)``; negation is exact) and ``add_to_odd``
+    (the ``+2`` before the sigmoid) added to the bias of the scale rows (float64)."""
     gain = torch.exp(_f64(m.logs).flatten() * m.logscale_factor)
     w = _f64(m.weight) * gain[:, None, None, None]
     b = _f64(m.bias) * gain
     n = w.shape[0]
     order = torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)])
-    w, b = w[order], b[order].clone()
+    w, b = w[order].clone(), b[order].clone()
+    w[: n // 2].neg_()
+    b[: n // 2].neg_()
     b[n // 2:] += add_to_odd
     return w, b
 
@@ -203,10 +216,10 @@ def _fold_conv_zeros(m: Conv2dZeros, permute: Optional[Tensor] = None, add_to_od
 @dataclass
 class StepCondition:
     """Condition-only tensors of one coupling step: the condition half of ``fAffine``'s first
-    convolution (bias included) and the injector's shift and scale (float32)."""
+    convolution (bias included) and the injector's negated shift and its scale (float32)."""
 
     affine_cond: Tensor
-    injector_shift: Tensor
+    injector_neg_shift: Tensor
     injector_scale: Tensor
     injector_logdet: Optional[Tensor] = None
 
@@ -236,13 +249,21 @@ class PreparedCondition:
         """Memory held by the cache."""
         total = self.mean.numel() * self.mean.element_size()
         for s in self.steps.values():
-            for t in (s.affine_cond, s.injector_shift, s.injector_scale):
+            for t in (s.affine_cond, s.injector_neg_shift, s.injector_scale):
                 total += t.numel() * t.element_size()
         return total
 
 
 # ------------------------------------------------------------------------------------------------
 # Engine
+
+
+def _div_add(z: Tensor, scale: Tensor, neg_shift: Tensor) -> Tensor:
+    """``z / scale + neg_shift`` in one pass (``addcdiv`` computes ``self + 1·t1/t2``: the same
+    rounding as the two-pass form, which tracing keeps because ONNX has no ``addcdiv``)."""
+    if torch.jit.is_tracing():
+        return z / scale + neg_shift
+    return torch.addcdiv(neg_shift, z, scale)
 
 
 class _CouplingEngine:
@@ -270,10 +291,10 @@ class _CouplingEngine:
 
     def condition(self, cond: Tensor, with_logdet: bool, acc: torch.dtype) -> StepCondition:
         h = self.inj_2(self.inj_1(self.inj_0(cond, act="relu"), act="relu")).to(acc)
-        shift, raw = h[:, : self.channels], h[:, self.channels:]
+        neg_shift, raw = h[:, : self.channels], h[:, self.channels:]
         scale = torch.sigmoid(raw).add_(self.eps)
         logdet = torch.log(scale).sum(dim=(1, 2, 3)) if with_logdet else None
-        return StepCondition(self.aff_c(cond), shift, scale, logdet)
+        return StepCondition(self.aff_c(cond), neg_shift, scale, logdet)
 
     def inverse(self, z: Tensor, sc: StepCondition, dtype: torch.dtype, logdet: Optional[Tensor]
                 ) -> tuple[Tensor, Optional[Tensor]]:
@@ -281,10 +302,10 @@ class _CouplingEngine:
         h = self.aff_z(z1.to(dtype), act="relu", add=sc.affine_cond)
         h = self.aff_1(h, act="relu")
         h = self.aff_2(h).to(z.dtype)
-        shift, raw = h[:, : self.c2], h[:, self.c2:]
+        neg_shift, raw = h[:, : self.c2], h[:, self.c2:]
         scale = torch.sigmoid(raw).add_(self.eps)
-        z2 = z2 / scale - shift
-        z = torch.cat([z1, z2], dim=1) / sc.injector_scale - sc.injector_shift
+        z2 = _div_add(z2, scale, neg_shift)
+        z = _div_add(torch.cat([z1, z2], dim=1), sc.injector_scale, sc.injector_neg_shift)
         if logdet is not None:
             logdet = logdet - torch.log(scale).sum(dim=(1, 2, 3))
             if sc.injector_logdet is not None:
@@ -303,11 +324,13 @@ class InferenceModel:
         channels_last: NHWC activations (faster with oneDNN and on tensor cores).
         fused: use oneDNN's fused convolution kernels when available (CPU fp32/bf16).
         dense_workspace: write the dense blocks' concatenations into one reused buffer (CPU).
+        fold_residuals: in fp32/fp64, compute the dense blocks' skip connections inside their last
+            convolution (identity added to its weights; outputs move by ~4e-7 relative).
     """
 
     def __init__(self, model: "LLFlow", precision: str | torch.dtype = "fp32",
                  device: Optional[torch.device | str] = None, channels_last: bool = True,
-                 fused: bool = True, dense_workspace: bool = True) -> None:
+                 fused: bool = True, dense_workspace: bool = True, fold_residuals: bool = True) -> None:
         self.config = model.config
         self.dtype = resolve_precision(precision)
         self.precision = {v: k for k, v in PRECISION_DTYPES.items()}[self.dtype]
@@ -317,6 +340,10 @@ class InferenceModel:
         self.channels_last = channels_last
         self.dense_workspace = dense_workspace
         self.use_mkldnn = fused and channels_last and mkldnn_fusion_available(self.device, self.dtype)
+        # Full precision: the dense blocks' residual connections go into conv5's weights (one plain
+        # convolution instead of oneDNN's slower residual-add variant and, in RDB3, one pass less).
+        # Not in bf16/fp16, where a 1 added to a small weight would round the weight away.
+        self.residual_in_weights = fold_residuals and self.dtype in (torch.float32, torch.float64)
         # The "accurate" type of z, the affine arithmetic and the 1×1 inverses.
         self.acc_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
         self._acc_mkldnn = fused and channels_last and mkldnn_fusion_available(self.device, self.acc_dtype)
@@ -343,8 +370,10 @@ class InferenceModel:
                 assert isinstance(rdb, ResidualDenseBlock)
                 # RDB: 0.2·conv5 + x; for RDB3 the RRDB's own 0.2 multiplies it again.
                 last_scale = 0.2 * (0.2 if r == 2 else 1.0)
-                blocks.append([conv(rdb.conv1), conv(rdb.conv2), conv(rdb.conv3), conv(rdb.conv4),
-                               conv(rdb.conv5, last_scale)])
+                w5, b5 = _f64(rdb.conv5.weight) * last_scale, _f64(rdb.conv5.bias) * last_scale
+                if self.residual_in_weights:  # + x (RDB1, RDB2) or + 0.2·x (RDB3): x is conv5's input prefix
+                    w5 = _add_identity(w5, 1.0 if r < 2 else 0.2)
+                blocks.append([conv(rdb.conv1), conv(rdb.conv2), conv(rdb.conv3), conv(rdb.conv4), mk(w5, b5)])
             self.rrdbs.append(blocks)
         self.stack_blocks = enc.stack_blocks
         self.trunk_conv = conv(enc.trunk_conv)
@@ -422,7 +451,7 @@ class InferenceModel:
             out = work[: n * c * h * w].view(n, c, h, w)
         return torch.cat(tensors, 1, out=out)
 
-    def _rdb(self, x: Tensor, convs: Sequence[FusedConv], add: Tensor, work: Optional[Tensor]) -> Tensor:
+    def _rdb(self, x: Tensor, convs: Sequence[FusedConv], add: Optional[Tensor], work: Optional[Tensor]) -> Tensor:
         c1, c2, c3, c4, c5 = convs
         x1 = c1(x, act="leaky_relu")
         x2 = c2(self._cat((x, x1), work), act="leaky_relu")
@@ -445,9 +474,14 @@ class InferenceModel:
             work = torch.empty(n * dense_channels * h2 * w2, dtype=fea_head.dtype, device=fea_head.device)
         for i, (r1, r2, r3) in enumerate(self.rrdbs):
             inp = fea
-            y = self._rdb(inp, r1, add=inp, work=work)
-            y = self._rdb(y, r2, add=y, work=work)
-            fea = self._rdb(y, r3, add=torch.add(inp, y, alpha=0.2), work=work)
+            if self.residual_in_weights:
+                y = self._rdb(inp, r1, add=None, work=work)
+                y = self._rdb(y, r2, add=None, work=work)
+                fea = self._rdb(y, r3, add=inp, work=work)
+            else:
+                y = self._rdb(inp, r1, add=inp, work=work)
+                y = self._rdb(y, r2, add=y, work=work)
+                fea = self._rdb(y, r3, add=torch.add(inp, y, alpha=0.2), work=work)
             if i in self.stack_blocks:
                 stacked[i] = fea
         del work
@@ -530,7 +564,7 @@ class InferenceModel:
         conds, mean = self.encode(lq)
         steps = dict(self._step_conditions(conds, with_logdet))
         for sc in steps.values():  # the shift is a view of the sub-network output: keep only itself
-            sc.injector_shift = sc.injector_shift.clone(memory_format=torch.preserve_format)
+            sc.injector_neg_shift = sc.injector_neg_shift.clone(memory_format=torch.preserve_format)
         h, w = lq.shape[-2:]
         return PreparedCondition(mean, steps, (h, w), self._logdet_const(h, w, lq.shape[0]), self.precision,
                                  {"with_logdet": with_logdet})
