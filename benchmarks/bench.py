@@ -54,6 +54,12 @@ if (REPO / "src" / "llflow").is_dir():  # measure this checkout, not whatever ll
 REF_CONV = (64, 256, 384)
 # glibc: never return freed memory to the kernel (no page-fault + zeroing on every big allocation).
 MALLOC_REUSE_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**30), "MALLOC_TOP_PAD_": str(2**28)}
+# Row option malloc=NAME: "reuse" never returns memory; t40/t40b/t64: mmap threshold 40/40/64 MiB,
+# trim threshold 128/64/256 MiB (big temporaries reused from the heap instead of fresh mappings).
+MALLOC_ENVS = {"reuse": MALLOC_REUSE_ENV,
+               "t40": {"MALLOC_MMAP_THRESHOLD_": str(40 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20)},
+               "t40b": {"MALLOC_MMAP_THRESHOLD_": str(40 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)},
+               "t64": {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20)}}
 
 # preset:HxW:precision:variant[:tile=N][:repeats=N]
 DEFAULT_ROWS = [
@@ -98,7 +104,9 @@ def parse_row(text: str, defaults: dict[str, Any]) -> dict[str, Any]:
             row[key] = int(value)
         elif key == "omp":
             row["omp_wait"] = value
-        elif key == "malloc":  # "reuse": glibc keeps freed memory (no page-fault storms, higher RSS)
+        elif key == "malloc":  # glibc settings from MALLOC_ENVS: keep freed memory (fewer page faults, higher RSS)
+            if value not in MALLOC_ENVS:
+                raise SystemExit(f"row '{text}': malloc must be one of {', '.join(MALLOC_ENVS)}")
             row["malloc"] = value
         elif key == "thp":
             row["thp"] = bool(int(value))
@@ -246,7 +254,7 @@ def _build_runner(row: dict[str, Any], model) -> tuple[Callable[[], Any], dict[s
         return run, notes
     if variant.startswith("fast"):
         options = {"fast": {}, "fast-aten": {"fused": False}, "fast-nchw": {"fused": False, "channels_last": False},
-                   "fast-noreuse": {"dense_workspace": False}}
+                   "fast-noreuse": {"dense_workspace": False}, "fast-nofold": {"fold_residuals": False}}
         if variant not in options:
             raise SystemExit(f"unknown variant {variant}")
         engine = model.prepare_for_inference(prec, **options[variant])
@@ -431,9 +439,13 @@ def run_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
     e_fused = model.prepare_for_inference("fp32", dense_workspace=False)
     steps.append(("4 + oneDNN fused epilogues (bias+act+residual in the conv)", "-5% vs 3",
                   lambda: e_fused.forward_image(lq)))
-    e_fast = model.prepare_for_inference("fp32")
-    steps.append(("5 + one reused buffer for the dense-block concatenations = fast fp32",
+    e_reuse = model.prepare_for_inference("fp32", fold_residuals=False)
+    steps.append(("5 + one reused buffer for the dense-block concatenations",
                   "-2% at 0.24 MP (only the 160-ch concat is above the 32 MB mmap threshold)",
+                  lambda: e_reuse.forward_image(lq)))
+    e_fast = model.prepare_for_inference("fp32")
+    steps.append(("5b + dense-block skip connections inside conv5's weights = fast fp32",
+                  "-1% vs 5 (plain conv instead of oneDNN's ~2% slower residual-add variant; one pass less per RRDB)",
                   lambda: e_fast.forward_image(lq)))
     e_bf16 = model.prepare_for_inference("bf16")
     steps.append(("6 fast bf16 (encoder+coupling convs bf16; z, affine, 1x1, head fp32)", "x1.9 vs 5",
@@ -601,8 +613,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="*", help="preset:HxW:precision:variant[:tile=N][:repeats=N][:threads=N]"
-                                            "[:omp=passive|active|default][:malloc=reuse][:thp=1] "
-                                            "(variants: reference, reference-cl, fast, fast-aten, fast-nchw, fast-noreuse, onnx)")
+                                            "[:omp=passive|active|default][:malloc=reuse|t40|t40b|t64][:thp=1] "
+                                            "(variants: reference, reference-cl, fast, fast-aten, fast-nchw, fast-noreuse, fast-nofold, onnx)")
     p.add_argument("--quick", action="store_true", help="LOL_smallNet 400×600 rows only")
     p.add_argument("--steps", action="store_true", help="step-by-step optimisation table (one process)")
     p.add_argument("--samples", type=int, default=0, help="time N samples: prepare+decode vs N full passes")
@@ -675,8 +687,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 row_env["OMP_WAIT_POLICY"] = row["omp_wait"].upper()
             if row.get("thp"):
                 row_env["THP_MEM_ALLOC_ENABLE"] = "1"
-            if row.get("malloc") == "reuse":
-                row_env.update(MALLOC_REUSE_ENV)
+            if row.get("malloc"):
+                row_env.update(MALLOC_ENVS[row["malloc"]])
             started = time.perf_counter()
             proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(row)],
                                   capture_output=True, text=True, env=row_env)
