@@ -53,7 +53,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .inference import (DEFAULT_TILE_PAD, EXPOSURE_NOTE_EV, SAMPLE_TEMPERATURE, UNCERTAINTY_FULL_SCALE,
+from .inference import (DEFAULT_TILE_PAD, ENGINES, EXPOSURE_NOTE_EV, SAMPLE_TEMPERATURE, UNCERTAINTY_FULL_SCALE,
                         UNCERTAINTY_SAMPLES, Enhancer, load_model, uncertainty_from_samples)
 from .preprocess import to_float32
 from .io import IMAGE_EXTENSIONS, ImageReadError, ImageWriteError, list_images, read_image, write_image
@@ -87,9 +87,10 @@ def add_enhance(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="network precision (default: fp32; fp16 needs a GPU)")
-    p.add_argument("--engine", default="fast", choices=["fast", "reference"],
-                   help="fast (default: folded layers and fused kernels, fp32 within ~1e-6 of the reference) or "
-                        "reference (the official module structure, bit-for-bit)")
+    p.add_argument("--engine", default="fast", choices=list(ENGINES),
+                   help="fast (default: folded layers and fused kernels, fp32 within ~1e-6 of the reference), "
+                        "reference (the official module structure, bit-for-bit) or onnxruntime (the fast engine's "
+                        "graph exported once and cached; fp32 on the CPU, ~8%% faster there; needs llflow[onnx])")
     p.add_argument("--temperature", "-t", type=float, default=None,
                    help=f"latent temperature τ: 0 = the official deterministic result (default for one output), "
                         f">0 samples z=μ+τε (default {SAMPLE_TEMPERATURE} for --samples/--uncertainty)")
@@ -119,7 +120,7 @@ def add_info(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help="'default' or a checkpoint path")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="default: fp32")
-    p.add_argument("--engine", default="fast", choices=["fast", "reference"], help="default: fast")
+    p.add_argument("--engine", default="fast", choices=list(ENGINES), help="default: fast")
     p.add_argument("--memory-budget", default=None, help="as for enhance")
     p.set_defaults(func=run_info)
 
@@ -333,6 +334,8 @@ def run_enhance(args: argparse.Namespace) -> int:
     rank, world = _distributed_rank()
     enhancer = dataclasses.replace(load_model(args.model, args.device, args.precision, args.engine),
                                    memory_budget=args.memory_budget)
+    if enhancer.engine == "onnxruntime":  # export (once per weights, cached) or fail before any image
+        enhancer.prepare_engine()
 
     errors: List[str] = []
     inputs = list(args.inputs) + ([str(EXAMPLES_DIR)] if args.examples else [])

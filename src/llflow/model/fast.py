@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..preprocess import equalize_histogram_tensor, make_condition
 from .encoder import ConditionEncoder, ResidualDenseBlock
 from .flow import ConvActNorm, Conv2dZeros, FlowStep, Squeeze
 
@@ -619,18 +618,10 @@ class InferenceModel:
                 generator: Optional[torch.Generator] = None, clamp: bool = True,
                 histeq: Optional[Tensor] = None) -> Tensor:
         """Same contract as :meth:`LLFlow.enhance` (any size; hist-eq on the unpadded image)."""
-        from .llflow import pad_to_multiple
+        from .llflow import image_condition
 
-        if low.ndim != 4 or low.shape[1] != 3:
-            raise ValueError(f"low must be N×3×H×W, got shape {tuple(low.shape)}")
-        if not low.is_floating_point():
-            raise TypeError(f"low must be a float tensor in [0, 1], got {low.dtype}")
-        x = low.to(device=self.device, dtype=self.acc_dtype)
-        h, w = x.shape[-2:]
-        if histeq is None:
-            histeq = equalize_histogram_tensor(x)
-        m = self.config.multiple
-        lq = make_condition(pad_to_multiple(x, m), pad_to_multiple(histeq.to(x), m))
+        lq = image_condition(low, histeq, self.config.multiple, self.acc_dtype, self.device)
+        h, w = low.shape[-2:]
         out = self.forward_image(lq, temperature=temperature, eps=eps, generator=generator)[..., :h, :w]
         if clamp:
             out = out.clamp(0.0, 1.0)

@@ -52,6 +52,20 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
+def image_condition(low: Tensor, histeq: Optional[Tensor], multiple: int, dtype: torch.dtype,
+                    device: Union[str, torch.device, None] = None) -> Tensor:
+    """The condition of an N×3×H×W float image in [0, 1], padded to ``multiple`` (hist-eq of the
+    unpadded image unless given) — the input side of the inference engines' ``enhance``."""
+    if low.ndim != 4 or low.shape[1] != 3:
+        raise ValueError(f"low must be N×3×H×W, got shape {tuple(low.shape)}")
+    if not low.is_floating_point():
+        raise TypeError(f"low must be a float tensor in [0, 1], got {low.dtype}")
+    x = low.detach().to(device=device, dtype=dtype)
+    if histeq is None:
+        histeq = equalize_histogram_tensor(x)
+    return make_condition(pad_to_multiple(x, multiple), pad_to_multiple(histeq.to(x), multiple))
+
+
 class LLFlow(nn.Module):
     """LLFlow (Wang et al., AAAI 2022) with the official parameter names.
 
