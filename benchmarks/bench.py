@@ -260,6 +260,14 @@ def _build_runner(row: dict[str, Any], model) -> tuple[Callable[[], Any], dict[s
         engine = model.prepare_for_inference(prec, **options[variant])
         notes["engine"] = repr(engine)
         return (lambda: engine.forward_image(lq)), notes
+    if variant == "ort-engine":  # what `llflow enhance --engine onnxruntime` runs (cached export)
+        from llflow.ort_engine import OrtEngine
+
+        if prec != "fp32" or device != "cpu":
+            raise SystemExit("ort-engine rows are fp32 on the CPU")
+        engine = OrtEngine(model.cpu(), threads=row["threads"])
+        notes["engine"] = repr(engine)
+        return (lambda: engine.forward_image(lq)), notes
     if variant == "onnx":
         import tempfile
 
@@ -614,7 +622,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="*", help="preset:HxW:precision:variant[:tile=N][:repeats=N][:threads=N]"
                                             "[:omp=passive|active|default][:malloc=reuse|t40|t40b|t64][:thp=1] "
-                                            "(variants: reference, reference-cl, fast, fast-aten, fast-nchw, fast-noreuse, fast-nofold, onnx)")
+                                            "(variants: reference, reference-cl, fast, fast-aten, fast-nchw, fast-noreuse, fast-nofold, onnx, ort-engine)")
     p.add_argument("--quick", action="store_true", help="LOL_smallNet 400×600 rows only")
     p.add_argument("--steps", action="store_true", help="step-by-step optimisation table (one process)")
     p.add_argument("--samples", type=int, default=0, help="time N samples: prepare+decode vs N full passes")
