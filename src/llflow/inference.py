@@ -534,7 +534,8 @@ class Enhancer:
         * ``engine="fast"`` (default): the model's fast engine when it has one (reduced precision
           inside; for several latents the encoder runs once: ``prepare_condition`` + ``decode``);
         * ``engine="reference"``, or a network without an engine: ``LLFlow.enhance`` per latent
-          under :func:`precision_context` (autocast for bf16/fp16).
+          under :func:`precision_context` (autocast for bf16/fp16);
+        * ``engine="onnxruntime"``: the exported graph, one whole pass per latent (fp32, CPU).
         """
         low, histeq = low.to(self.device), histeq.to(self.device)
         fast = self._fast_engine() if self.engine != "reference" else None
