@@ -90,7 +90,7 @@ def add_enhance(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", default="fast", choices=list(ENGINES),
                    help="fast (default: folded layers and fused kernels, fp32 within ~1e-6 of the reference), "
                         "reference (the official module structure, bit-for-bit) or onnxruntime (the fast engine's "
-                        "graph exported once and cached; fp32 on the CPU, ~8%% faster there; needs llflow[onnx])")
+                        "graph exported once and cached; fp32 on the CPU, 5-9%% faster there; needs llflow[onnx])")
     p.add_argument("--temperature", "-t", type=float, default=None,
                    help=f"latent temperature τ: 0 = the official deterministic result (default for one output), "
                         f">0 samples z=μ+τε (default {SAMPLE_TEMPERATURE} for --samples/--uncertainty)")

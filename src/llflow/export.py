@@ -112,12 +112,14 @@ def _random_condition(n: int, h: int, w: int, gen: torch.Generator) -> Tensor:
     return make_condition(low, histeq)
 
 
-def ort_session(path: PathLike, threads: Optional[int] = None, spinning: bool = True) -> Any:
+def ort_session(path: PathLike, threads: Optional[int] = None, spinning: bool = True, arena: bool = True) -> Any:
     """An onnxruntime CPU session for an exported model (``threads``: intra-op threads;
-    ``spinning=False`` lets idle worker threads sleep — use it when sharing the cores)."""
+    ``spinning=False`` lets idle worker threads sleep — use it when sharing the cores;
+    ``arena=False`` allocates through malloc instead of onnxruntime's growing memory arena)."""
     ort = _require("onnxruntime")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = arena
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1

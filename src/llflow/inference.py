@@ -467,7 +467,7 @@ class Enhancer:
     #: relative of the reference). ``"reference"``: ``LLFlow.enhance`` itself (bit-for-bit the
     #: official module structure; autocast for bf16/fp16). ``"onnxruntime"``: the fast engine's
     #: graph exported to ONNX (once per weights, cached) and run by onnxruntime — fp32 on the CPU
-    #: only, 8–9 % faster there; several latents (samples, uncertainty) cost one whole pass each,
+    #: only, 5–9 % faster there; several latents (samples, uncertainty) cost one whole pass each,
     #: where ``"fast"`` encodes once (:mod:`llflow.ort_engine`; needs ``llflow[onnx]``).
     engine: str = "fast"
     #: The exposure shift found by the last call with ``exposure != 0`` (``achieved_ev`` tells how

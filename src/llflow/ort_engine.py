@@ -1,6 +1,6 @@
 """ONNX Runtime as an fp32 CPU engine for :class:`~llflow.inference.Enhancer` (``engine="onnxruntime"``).
 
-Why a second fp32 engine: on the CPUs measured here onnxruntime runs the exported graph 8–9 %
+Why a second fp32 engine: on the CPUs measured here onnxruntime runs the exported graph 5–9 %
 faster than the torch fast engine (its NCHWc-blocked convolutions, and concatenations that become
 block copies: README, Performance). Same numbers: the graph is the fast engine's, traced in float32,
 and checked against torch (1e-4 relative) when it is exported.
@@ -97,8 +97,11 @@ class OrtEngine:
         self.device = torch.device("cpu")
         self.path = cached_export(model.float().eval(), directory)
         # Idle workers sleep rather than spin: they would otherwise steal the cores from the rest
-        # of the program (and from a second process sharing them).
-        self.session = ort_session(self.path, threads or torch.get_num_threads(), spinning=False)
+        # of the program (and from a second process sharing them). No memory arena: it keeps what
+        # the largest tile needed and grows with fragmentation (4K in 1024 tiles: 2.53 GB peak with
+        # it, 2.07 GB without, 64 vs 69 s), which would break --memory-budget; at 400×600 the two
+        # measured the same.
+        self.session = ort_session(self.path, threads or torch.get_num_threads(), spinning=False, arena=False)
 
     def forward_image(self, lq: Tensor, eps: Optional[Tensor] = None) -> Tensor:
         """N×6×H×W condition (multiples of 8) → N×3×H×W raw image at ``z = μ + eps`` (``eps``
