@@ -95,7 +95,7 @@ class OrtEngine:
 
         self.config = model.config
         self.device = torch.device("cpu")
-        self.path = cached_export(model.float().eval(), directory)
+        self.path = cached_export(model, directory)  # export_onnx traces it in float32, eval mode
         # Idle workers sleep rather than spin: they would otherwise steal the cores from the rest
         # of the program (and from a second process sharing them). No memory arena: it keeps what
         # the largest tile needed and grows with fragmentation (4K in 1024 tiles: 2.53 GB peak with
