@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .model import LLFlow
-from .model.llflow import image_condition
+from .model.llflow import image_condition, latent_offset
 
 CACHE_ENV = "LLFLOW_CACHE_DIR"
 PathLike = Union[str, "os.PathLike[str]"]
@@ -99,8 +99,8 @@ class OrtEngine:
         # Idle workers sleep rather than spin: they would otherwise steal the cores from the rest
         # of the program (and from a second process sharing them). No memory arena: it keeps what
         # the largest tile needed and grows with fragmentation (4K in 1024 tiles: 2.53 GB peak with
-        # it, 2.07 GB without, 64 vs 69 s), which would break --memory-budget; at 400×600 the two
-        # measured the same.
+        # it, 2.07–2.15 GB without, 64 vs 69–75 s), which would break --memory-budget; at 400×600
+        # the two measured the same.
         self.session = ort_session(self.path, threads or torch.get_num_threads(), spinning=False, arena=False)
 
     def forward_image(self, lq: Tensor, eps: Optional[Tensor] = None) -> Tensor:
@@ -118,15 +118,8 @@ class OrtEngine:
         """Same contract as :meth:`LLFlow.enhance` (any size; hist-eq on the unpadded image)."""
         lq = image_condition(low, histeq, self.config.multiple, torch.float32, "cpu")
         n, _, h, w = low.shape
-        latent = (n, 192, lq.shape[2] // 8, lq.shape[3] // 8)
-        offset = None
-        if eps is not None:  # as LLFlow.sample_latent: z = μ + τ·ε
-            if tuple(eps.shape) != latent:
-                raise ValueError(f"eps has shape {tuple(eps.shape)}, expected {latent} (N×192×ceil(H/8)×ceil(W/8))")
-            offset = temperature * eps.detach().to("cpu", torch.float32)
-        elif temperature != 0:
-            noise = torch.randn(latent, generator=generator, device=generator.device if generator else "cpu")
-            offset = temperature * noise.to("cpu", torch.float32)
+        # z = μ + τ·ε exactly as LLFlow.sample_latent (same noise draw), μ added inside the graph
+        offset = latent_offset((n, 192, lq.shape[2] // 8, lq.shape[3] // 8), temperature, eps, generator)
         out = self.forward_image(lq, offset)[..., :h, :w]
         if clamp:
             out = out.clamp(0.0, 1.0)

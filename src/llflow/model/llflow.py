@@ -52,6 +52,23 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
+def latent_offset(shape: tuple[int, ...], temperature: float, eps: Optional[Tensor] = None,
+                  generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
+                  device: Union[str, torch.device] = "cpu") -> Optional[Tensor]:
+    """``τ·ε`` for a latent of ``shape`` (``eps`` given, else drawn from ``generator``); ``None`` when
+    ``z = μ`` exactly (no ``eps`` and ``τ = 0``)."""
+    if eps is not None:
+        if tuple(eps.shape) != tuple(shape):
+            raise ValueError(f"eps has shape {tuple(eps.shape)}, expected {tuple(shape)} "
+                             f"(N×192×ceil(H/8)×ceil(W/8))")
+        return temperature * eps.to(device=device, dtype=dtype)
+    if temperature == 0:
+        return None
+    noise = torch.randn(shape, generator=generator, dtype=dtype,
+                        device=generator.device if generator is not None else device)
+    return temperature * noise.to(device)
+
+
 def image_condition(low: Tensor, histeq: Optional[Tensor], multiple: int, dtype: torch.dtype,
                     device: Union[str, torch.device, None] = None) -> Tensor:
     """The condition of an N×3×H×W float image in [0, 1], padded to ``multiple`` (hist-eq of the
@@ -203,16 +220,8 @@ class LLFlow(nn.Module):
     def sample_latent(mean: Tensor, temperature: float = 0.0, eps: Optional[Tensor] = None,
                       generator: Optional[torch.Generator] = None) -> Tensor:
         """``z = μ + τ·ε``; ``τ = 0`` is the official deterministic output."""
-        if eps is not None:
-            if eps.shape != mean.shape:
-                raise ValueError(f"eps has shape {tuple(eps.shape)}, expected {tuple(mean.shape)} "
-                                 f"(N×192×ceil(H/8)×ceil(W/8))")
-            return mean + temperature * eps.to(mean)
-        if temperature == 0:
-            return mean
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
-                            device=generator.device if generator is not None else mean.device)
-        return mean + temperature * noise.to(mean.device)
+        offset = latent_offset(tuple(mean.shape), temperature, eps, generator, mean.dtype, mean.device)
+        return mean if offset is None else mean + offset
 
     # ------------------------------------------------------------------ public entry points
     def _as_input(self, image: Tensor, name: str) -> Tensor:
