@@ -462,7 +462,7 @@ def run_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
                   "x1.9 vs 5", lambda: e_bf16_nofold.forward_image(lq)))
     e_bf16 = model.prepare_for_inference("bf16")
     steps.append(("6b + skip connections inside conv5's weights (rounded to bf16) = fast bf16",
-                  "-2% vs 6 (as 5b, plus bf16's residual-add variant is ~10% slower than its plain conv)",
+                  "-2% vs 6 (as 5b; bf16's residual-add variant is 4-5% slower than its plain conv)",
                   lambda: e_bf16.forward_image(lq)))
     outputs = {}
     with torch.no_grad():
