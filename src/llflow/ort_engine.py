@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .inference import latent_shape
 from .model import LLFlow
 from .model.llflow import image_condition, latent_offset
 
@@ -107,7 +108,7 @@ class OrtEngine:
         """N×6×H×W condition (multiples of 8) → N×3×H×W raw image at ``z = μ + eps`` (``eps``
         defaults to zero: ``z = μ`` exactly)."""
         n, _, h, w = lq.shape
-        offset = torch.zeros(n, 192, h // 8, w // 8) if eps is None else eps
+        offset = torch.zeros(latent_shape(h, w, n)) if eps is None else eps
         feeds = {"lq": _numpy32(lq), "eps": _numpy32(offset)}
         return torch.from_numpy(self.session.run(["image"], feeds)[0])
 
@@ -119,7 +120,7 @@ class OrtEngine:
         lq = image_condition(low, histeq, self.config.multiple, torch.float32, "cpu")
         n, _, h, w = low.shape
         # z = μ + τ·ε exactly as LLFlow.sample_latent (same noise draw), μ added inside the graph
-        offset = latent_offset((n, 192, lq.shape[2] // 8, lq.shape[3] // 8), temperature, eps, generator)
+        offset = latent_offset(latent_shape(lq.shape[2], lq.shape[3], n), temperature, eps, generator)
         out = self.forward_image(lq, offset)[..., :h, :w]
         if clamp:
             out = out.clamp(0.0, 1.0)
