@@ -29,7 +29,7 @@ from .io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 from .preprocess import equalize_histogram, to_float32
 from .synthetic import LowLightSynthesizer
 
-__all__ = ["DatasetError", "Pair", "PairedDataset", "UnpairedDataset", "find_pairs"]
+__all__ = ["DatasetError", "MixedPairs", "Pair", "PairedDataset", "UnpairedDataset", "find_pairs", "identity_pairs"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -404,6 +404,46 @@ class PairedDataset(Dataset):
             warnings.warn(f"skipped {len(reasons)} unusable pair(s): {shown}"
                           + (f" | and {more} more" if more > 0 else ""), stacklevel=3)
         self.pairs, self._cache = good, kept
+
+
+def identity_pairs(pairs: Sequence[Pair]) -> List[Pair]:
+    """Each distinct reference of ``pairs`` paired with itself: a well-exposed input whose right
+    output is the input, so that a model learns to leave bright content alone."""
+    seen: Dict[Path, Pair] = {}
+    for pair in pairs:
+        seen.setdefault(pair.high, Pair(pair.high, pair.high, f"{pair.high.stem}#identity"))
+    return list(seen.values())
+
+
+class MixedPairs(Dataset):
+    """``main``'s items, each replaced with probability ``fraction`` by a random item of ``extra``.
+
+    An epoch still walks ``main`` (its length is ``len(main)``); the replacement and the extra item
+    are drawn from ``(seed, epoch, index)`` like the crops, so a resumed run sees the same items.
+    Index with ``(epoch, index)`` keys (see :class:`PairedDataset`).
+    """
+
+    def __init__(self, main: PairedDataset, extra: PairedDataset, fraction: float, seed: int = 0) -> None:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
+        if fraction > 0 and len(extra) == 0:
+            raise DatasetError("extra_fraction > 0 but the extra pairs are empty: give data.extra_train "
+                               "folders or data.identity_pairs: true")
+        self.main, self.extra, self.fraction, self.seed = main, extra, float(fraction), int(seed)
+
+    def __len__(self) -> int:
+        return len(self.main)
+
+    def preload(self) -> None:
+        self.main.preload()
+        self.extra.preload()
+
+    def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Dict[str, object]:
+        epoch, index = (key if isinstance(key, tuple) else (self.main.epoch, key))
+        rng = np.random.default_rng([self.seed, int(epoch), int(index), 0xE7])
+        if rng.random() < self.fraction:
+            return self.extra[(int(epoch), int(rng.integers(len(self.extra))))]
+        return self.main[(int(epoch), int(index))]
 
 
 class UnpairedDataset(Dataset):

@@ -185,14 +185,15 @@ class LLFlow(nn.Module):
 
     def likelihood(self, lq: Tensor, gt: Tensor, prior: PriorChoice = "encoder", dequantize: bool = False,
                    generator: Optional[torch.Generator] = None, noise: Optional[Tensor] = None,
-                   quant: int = 32) -> LikelihoodOutput:
+                   quant: int = 32, encoded: Optional[EncoderOutput] = None) -> LikelihoodOutput:
         """Map the reference ``gt`` to the latent given the condition ``lq`` and score it.
 
         ``dequantize`` adds uniform noise ``(u − ½)/quant`` first (``noise`` = u when given); the
-        official training leaves it off. Differentiable: this is the training objective.
+        official training leaves it off. ``encoded``: ``encode(lq)`` when the caller already has it
+        (training shares it with an auxiliary loss). Differentiable: this is the training objective.
         """
         self._check_multiple(gt, "the reference image")
-        enc = self.encode(lq)
+        enc = self.encode(lq) if encoded is None else encoded
         logdet = gt.new_zeros(gt.shape[0])
         x = gt
         if dequantize:

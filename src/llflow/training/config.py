@@ -26,6 +26,13 @@ class DataConfig:
     synthetic_fraction: float = 0.0
     synthetic_exposure: tuple[float, float] = (0.03, 0.2)
     synthetic_shot_noise: tuple[float, float] = (1e-4, 3e-3)
+    # Pairs with bright inputs, so the network learns to leave well-exposed content alone: folders of
+    # pairs with mildly dark inputs (e.g. sice-lowlight/train-mild) and, with identity_pairs, every
+    # training reference paired with itself. Each training item is replaced, with probability
+    # extra_fraction, by one of these (the epoch still walks the main pairs).
+    extra_train: tuple[str, ...] = ()
+    identity_pairs: bool = False
+    extra_fraction: float = 0.0
 
 
 @dataclass
@@ -41,11 +48,16 @@ class OptimConfig:
     gamma: float = 0.5
     dequantize: bool = False  # the official training never dequantises (add_gt_noise False)
     grad_clip: Optional[float] = None
-    precision: str = "auto"  # auto (fp16 on CUDA like the official code, fp32 on CPU), fp32, bf16, fp16
+    # auto: bf16 where native (CPU with avx512_bf16/amx_bf16, CUDA with bf16), fp16 on other GPUs,
+    # fp32 otherwise (llflow.runtime); or fp32, bf16, fp16
+    precision: str = "auto"
     max_nonfinite: int = 20  # consecutive non-finite losses before training stops
     # Exponential moving average of the weights (BasicSR's ema_decay); when set, validation, model
     # selection and the exported files use the averaged weights. None = off.
     ema_decay: Optional[float] = None
+    # Weight of an auxiliary L1 term on the deterministic (τ = 0) output next to the NLL, as LLFlow's
+    # successors add (0 = the method as published). The encoder pass is shared with the NLL.
+    aux_l1: float = 0.0
     seed: int = 10
 
 
@@ -56,6 +68,9 @@ class ScheduleConfig:
     ckpt_every: int = 1000
     select_metric: str = "psnr"  # chosen on the validation split only
     val_at_start: bool = True  # validate the starting weights (skip when they were already scored)
+    # Stop (validate, save the state) once the run has used this many CPU-hours (all threads, over
+    # every resume): recipes compared at equal compute. Resume later with a larger value. None = off.
+    stop_after_cpu_h: Optional[float] = None
     tensorboard: bool = True
 
 
@@ -97,6 +112,8 @@ def _coerce(default: Any, value: Any, where: str) -> Any:
         if isinstance(default, int):
             return int(value)
         if isinstance(default, tuple):
+            if isinstance(value, str):  # one folder where a list is expected
+                value = [value]
             return tuple(_coerce(default[0] if default else None, v, where) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"{where}: cannot use {value!r} here (expected {type(default).__name__})") from None

@@ -25,11 +25,13 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
-from ..data import Pair, PairedDataset, find_pairs
+from .. import runtime
+from ..data import MixedPairs, Pair, PairedDataset, find_pairs, identity_pairs
 from ..synthetic import LowLightSynthesizer
 from ..model import LLFlow
 from ..model.checkpoint import atomic_write
 from ..model.config import config_from_mapping
+from ..model.encoder import stack_conditions
 from ..preprocess import make_condition
 from .config import TrainConfig
 from .distributed import DistInfo, all_true, barrier, init_distributed, shutdown
@@ -100,11 +102,13 @@ class BatchPlan(Sampler):
 class TrainingObjective(nn.Module):
     """Per-sample loss of one batch; a module so DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: LLFlow, objective: str, dequantize: bool) -> None:
+    def __init__(self, model: LLFlow, objective: str, dequantize: bool, aux_l1: float = 0.0) -> None:
         super().__init__()
         if objective not in ("nll", "l1"):
             raise TrainingError(f"optim.objective must be 'nll' or 'l1', not {objective!r}")
-        self.model, self.objective, self.dequantize = model, objective, dequantize
+        if aux_l1 < 0 or (aux_l1 > 0 and objective != "nll"):
+            raise TrainingError(f"optim.aux_l1 must be >= 0 and only goes with the nll objective, got {aux_l1}")
+        self.model, self.objective, self.dequantize, self.aux_l1 = model, objective, dequantize, aux_l1
 
     def forward(self, low: Tensor, gt: Tensor, histeq: Tensor, prior_generator: torch.Generator,
                 noise: Optional[Tensor] = None) -> Tensor:
@@ -112,9 +116,15 @@ class TrainingObjective(nn.Module):
         if self.objective == "l1":
             out, _ = self.model.reverse(lq)  # z = μ (τ = 0): the deterministic output, as at test time
             return (out.float() - gt).abs().flatten(1).mean(dim=1)
+        enc = self.model.encode(lq)
         result = self.model.likelihood(lq, gt, prior="random", dequantize=self.dequantize,
-                                       generator=prior_generator, noise=noise)
-        return result.nll.float()
+                                       generator=prior_generator, noise=noise, encoded=enc)
+        loss = result.nll.float()
+        if self.aux_l1 > 0:
+            # The deterministic output (z = encoder prior mean, τ = 0), as used at test time.
+            out, _ = self.model.flowUpsamplerNet.inverse(self.model.prior_mean(enc), stack_conditions(enc))
+            loss = loss + self.aux_l1 * (out.float() - gt).abs().flatten(1).mean(dim=1)
+        return loss
 
 
 @dataclass
@@ -160,26 +170,21 @@ class WeightAverage:
         self.updates = int(state["updates"])
 
 
-def pick_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError("--device cuda requested but no CUDA GPU is available")
-        return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
-    return torch.device(name)
+def pick_device(name: str) -> torch.device:
+    try:
+        device = runtime.resolve_device(name)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    if device.type == "mps":  # MPS lacks ops the flow's training needs (float64 slogdet)
+        return torch.device("cpu")
+    return device
 
 
-def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """Autocast dtype, or None for fp32. ``auto`` = fp16 on CUDA (as the official code), fp32 on CPU."""
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in table:
-        raise TrainingError(f"optim.precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise TrainingError("optim.precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
-    return table[precision]
+def pick_precision(precision: str, device: torch.device) -> runtime.PrecisionChoice:
+    try:
+        return runtime.resolve_precision(precision, device)
+    except ValueError as exc:
+        raise TrainingError(f"optim.precision: {exc}") from None
 
 
 class Trainer:
@@ -188,32 +193,32 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, device: str = "auto", resume: Optional[Path] = None) -> None:
         self.cfg = cfg
         self.info = init_distributed(torch.device("cuda" if device == "cuda" else "cpu"))
-        self.device = pick_device(device, self.info)
+        self.device = pick_device(device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.out = Path(cfg.output)
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         barrier(self.info)
-        self.autocast_dtype = resolve_precision(cfg.optim.precision, self.device)
+        self.precision = pick_precision(cfg.optim.precision, self.device)
         torch.manual_seed(cfg.optim.seed)
         random.seed(cfg.optim.seed)
         self.model = LLFlow(config_from_mapping(cfg.model)).to(self.device).train()
-        self.objective = TrainingObjective(self.model, cfg.optim.objective, cfg.optim.dequantize)
+        self.objective = TrainingObjective(self.model, cfg.optim.objective, cfg.optim.dequantize, cfg.optim.aux_l1)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                           eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
-        use_scaler = self.autocast_dtype == torch.float16
+        use_scaler = self.precision.name == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         train_pairs, val_pairs = split_pairs(cfg)
         synthesizer = LowLightSynthesizer(exposure=tuple(cfg.data.synthetic_exposure),
                                           shot_noise=tuple(cfg.data.synthetic_shot_noise))
-        self.train_set = PairedDataset(train_pairs, crop=cfg.data.crop, flip=cfg.data.flip,
-                                       seed=cfg.optim.seed, on_error="skip",
-                                       synthetic_fraction=cfg.data.synthetic_fraction, synthesizer=synthesizer)
+        self.train_set = self._training_set(train_pairs, synthesizer)
         self.val_set = PairedDataset(val_pairs, crop=None, flip=False, on_error="skip") if val_pairs else None
         self.iteration = 0
         self.nonfinite = 0
+        self.cpu_seconds = 0.0  # process CPU time spent in this run, summed over resumes
+        self._cpu_mark = time.process_time()
         self.best = BestScore(cfg.schedule.select_metric)
         self.logger = RunLogger(self.out, cfg.schedule.tensorboard, enabled=self.info.is_main)
         self._stop_requested = False
@@ -237,6 +242,21 @@ class Trainer:
                 find_unused_parameters=cfg.optim.objective == "nll")
 
     # ------------------------------------------------------------------ set-up
+    def _training_set(self, pairs: list[Pair], synthesizer: LowLightSynthesizer) -> PairedDataset | MixedPairs:
+        data, seed = self.cfg.data, self.cfg.optim.seed
+        main = PairedDataset(pairs, crop=data.crop, flip=data.flip, seed=seed, on_error="skip",
+                             synthetic_fraction=data.synthetic_fraction, synthesizer=synthesizer)
+        if data.extra_fraction <= 0:
+            return main
+        extra_pairs = [p for folder in data.extra_train for p in find_pairs(folder)]
+        if data.identity_pairs:
+            extra_pairs += identity_pairs(main.pairs)
+        extra = PairedDataset(extra_pairs, crop=data.crop, flip=data.flip, seed=seed + 1, on_error="skip")
+        try:
+            return MixedPairs(main, extra, data.extra_fraction, seed)
+        except ValueError as exc:
+            raise TrainingError(f"data.extra_fraction: {exc}") from None
+
     def _global_batch(self, iteration: int) -> dict[str, Tensor]:
         plan = BatchPlan(len(self.train_set), self.cfg.data.batch_size, self.cfg.optim.seed, 0, 1, DistInfo())
         epoch, indices = plan.global_indices(iteration)
@@ -280,6 +300,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "iteration": self.iteration,
             "nonfinite": self.nonfinite,
+            "cpu_seconds": self.cpu_time(),
             "best": {"metric": self.best.metric, "value": self.best.value, "iteration": self.best.iteration},
             "config": self.cfg.to_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -304,6 +325,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.nonfinite = int(state["nonfinite"])
+        self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
+        self._cpu_mark = time.process_time()
         self.best = BestScore(**state["best"])
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(_as_tuple(state["rng"]["python"]))
@@ -314,10 +337,18 @@ class Trainer:
         return state.get("ema")
 
     # ------------------------------------------------------------------ loop
+    def cpu_time(self) -> float:
+        """CPU seconds this run has used so far (all threads of this process, over every resume):
+        the fair axis for comparing recipes on machines of other speeds and thread counts."""
+        return self.cpu_seconds + time.process_time() - self._cpu_mark
+
+    def _cpu_budget_spent(self) -> bool:
+        budget = self.cfg.schedule.stop_after_cpu_h
+        spent = budget is not None and self.cpu_time() >= budget * 3600
+        return all_true(spent, self.info, self.device)  # every rank stops at the same iteration
+
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return runtime.autocast(self.device, self.precision)
 
     def _set_lr(self) -> float:
         o = self.cfg.optim
@@ -376,11 +407,14 @@ class Trainer:
             print(f"training {self.model.num_parameters():,} parameters on {self.device} "
                   f"({self.info.world_size} process(es)), {self.cfg.optim.objective} objective, "
                   f"iterations {self.iteration}..{total}", flush=True)
+            print(f"runtime: {runtime.describe(self.device, self.precision)}", flush=True)
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             if self.iteration == 0 and self.val_set is not None and self.cfg.schedule.val_at_start:
                 self.validate()
-            tic, losses = time.time(), []
+            tic = time.time()
+            losses: list[float] = []
+            started = self.iteration
             for batch in self._loader():
                 lr = self._set_lr()
                 loss = self._step(batch)
@@ -388,18 +422,30 @@ class Trainer:
                 if loss is not None:
                     losses.append(loss)
                 sched = self.cfg.schedule
+                first = self.iteration - started == min(5, sched.log_every)
+                if first and self.info.is_main:  # the speed decides whether a run is worth waiting for
+                    print(f"[train {self.iteration}] {len(losses) / max(time.time() - tic, 1e-9):.3f} it/s "
+                          f"over the first {len(losses)} iterations", flush=True)
                 if self.iteration % sched.log_every == 0 or self.iteration == total:
                     rate = len(losses) / max(time.time() - tic, 1e-9)
                     if losses:
                         self.logger.log("train", self.iteration, {"loss": float(np.mean(losses)), "lr": lr,
-                                                                  "it_per_s": round(rate, 3)})
-                    tic, losses = time.time(), []
-                if self.val_set is not None and (self.iteration % sched.val_every == 0 or self.iteration == total):
+                                                                  "it_per_s": round(rate, 3),
+                                                                  "cpu_h": round(self.cpu_time() / 3600, 4)})
+                    tic = time.time()
+                    losses = []
+                out_of_budget = self._cpu_budget_spent()
+                if self.val_set is not None and (self.iteration % sched.val_every == 0 or self.iteration == total
+                                                 or out_of_budget):
                     self.validate()
-                if self.iteration % sched.ckpt_every == 0 or self.iteration == total or self._stop_requested:
+                if (self.iteration % sched.ckpt_every == 0 or self.iteration == total or self._stop_requested
+                        or out_of_budget):
                     self.save_state()
-                if self._stop_requested:
-                    if self.info.is_main:
+                if out_of_budget and self.info.is_main:
+                    print(f"CPU budget of {sched.stop_after_cpu_h} h spent at iteration {self.iteration}; "
+                          f"resume with --resume {self.out} --set schedule.stop_after_cpu_h=<more>", flush=True)
+                if self._stop_requested or out_of_budget:
+                    if self.info.is_main and self._stop_requested:
                         print(f"stopped at iteration {self.iteration}; resume with --resume {self.out}", flush=True)
                     break
             self._check_ranks_in_sync()
@@ -438,34 +484,36 @@ class Trainer:
 
     @torch.no_grad()
     def validation_metrics(self) -> dict[str, float]:
-        """Mean PSNR / SSIM (raw, no GT-mean) at τ = 0 and NLL with the encoder prior on ``val``,
-        of :attr:`selected_model`."""
-        from ..metrics import float_to_uint8, psnr, ssim_gray
+        """Means over ``val`` of :attr:`selected_model` at τ = 0, scored as ``llflow evaluate`` does
+        (:func:`~llflow.metrics.evaluate_pair`: PSNR, SSIM grey, SSIM-RGB, LPIPS-alex when its weights
+        are installed — a yardstick, never a loss —, each raw and ``_gtmean``), and the NLL with the
+        encoder prior."""
+        from ..metrics import evaluate_pair, float_to_uint8, lpips_weights_available
 
         assert self.val_set is not None
         model = self.selected_model
         was_training = model.training
         model.eval()
-        scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "nll": []}
+        with_lpips = lpips_weights_available()
+        scores: dict[str, list[float]] = {}
         count = len(self.val_set) if self.cfg.data.val_max_images is None else min(len(self.val_set), self.cfg.data.val_max_images)
         for index in range(count):
             item = self.val_set[index]
             low, gt, histeq = (item[k][None].to(self.device) for k in ("low", "gt", "histeq"))
             out = model.enhance(low, histeq=histeq, clamp=False)
-            out_u8 = float_to_uint8(out[0].permute(1, 2, 0).cpu().numpy())
             gt_u8 = float_to_uint8(gt[0].permute(1, 2, 0).cpu().numpy())
-            scores["psnr"].append(psnr(out_u8, gt_u8))
-            scores["ssim"].append(ssim_gray(out_u8, gt_u8))
+            image_scores = evaluate_pair(out[0].permute(1, 2, 0).float().cpu().numpy(), gt_u8, with_lpips=with_lpips)
             h, w = (s - s % 8 for s in gt.shape[-2:])
-            nll = model.nll(low[..., :h, :w], gt[..., :h, :w], histeq=histeq[..., :h, :w])
-            scores["nll"].append(float(nll.mean()))
+            image_scores["nll"] = float(model.nll(low[..., :h, :w], gt[..., :h, :w], histeq=histeq[..., :h, :w]).mean())
+            for key, value in image_scores.items():
+                scores.setdefault(key, []).append(value)
         model.train(was_training)
         return {k: float(np.mean(v)) for k, v in scores.items()}
 
     def validate(self) -> None:
         if self.info.is_main:
             metrics = self.validation_metrics()
-            self.logger.log("val", self.iteration, metrics)
+            self.logger.log("val", self.iteration, {**metrics, "cpu_h": round(self.cpu_time() / 3600, 4)})
             value = metrics[self.best.metric] * (-1 if self.best.metric == "nll" else 1)
             if value > self.best.value and self.iteration > 0:
                 self.best = BestScore(self.best.metric, value, self.iteration)
