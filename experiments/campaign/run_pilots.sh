@@ -5,7 +5,7 @@
 #   bash experiments/campaign/run_pilots.sh RUNS_DIR pilot.yaml [pilot.yaml ...]
 # Each pilot writes RUNS_DIR/<config stem>/ (resumed when its state.pt exists).
 set -euo pipefail
-runs=$(realpath "$1"); shift
+mkdir -p "$1"; runs=$(realpath "$1"); shift
 commit=$(git rev-parse HEAD)
 tree="$(dirname "$(git rev-parse --show-toplevel)")/wt/pilots-$commit"
 [ -d "$tree" ] || git worktree add --detach "$tree" "$commit" >/dev/null
