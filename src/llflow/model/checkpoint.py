@@ -159,6 +159,9 @@ def atomic_write(path: Path, write: Any) -> Path:
 def save_safetensors(model: "LLFlow", path: Path, metadata: Optional[Mapping[str, str]] = None) -> Path:
     """Weights (float tensors as stored) + architecture JSON in the metadata."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    guard = model.inverse_guard
+    if guard is not None and guard.measured:  # the fallback is rebuilt on load, never stored
+        state.update(guard.to_state())
     meta = {CONFIG_METADATA_KEY: json.dumps(model.config.to_dict()), "format": "pt", "producer": "llflow"}
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))

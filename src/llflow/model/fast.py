@@ -282,7 +282,7 @@ def _sigmoid_scale(raw: Tensor, eps: float) -> Tensor:
 class _CouplingEngine:
     """One conditional flow step, reverse direction."""
 
-    def __init__(self, step: FlowStep, index: int, level: int, mk) -> None:
+    def __init__(self, step: FlowStep, index: int, level: int, mk, device: torch.device, acc: torch.dtype) -> None:
         affine = step.affine
         assert affine is not None
         self.index = index
@@ -301,6 +301,10 @@ class _CouplingEngine:
         self.inj_0 = mk(*_fold_conv_actnorm(affine.fFeatures[0]))
         self.inj_1 = mk(*_fold_conv_actnorm(affine.fFeatures[2]))
         self.inj_2 = mk(*_fold_conv_zeros(affine.fFeatures[4], add_to_odd=2.0))
+        # The inference guard's per-channel range (llflow.model.guard), in the accurate dtype.
+        self.guard: Optional[tuple[Tensor, Tensor]] = None
+        if affine.guard_low is not None:
+            self.guard = (affine.guard_low.to(device, acc), affine.guard_high.to(device, acc))
 
     def condition(self, cond: Tensor, with_logdet: bool, acc: torch.dtype) -> StepCondition:
         # Whole-tensor conversion first: converting the two strided halves separately measured
@@ -321,6 +325,8 @@ class _CouplingEngine:
         scale = _sigmoid_scale(raw, self.eps)
         z2 = _div_add(z2, scale, neg_shift)
         z = _div_add(torch.cat([z1, z2], dim=1), sc.injector_scale, sc.injector_neg_shift)
+        if self.guard is not None:
+            z = torch.clamp(z, *self.guard)
         if logdet is not None:
             logdet = logdet - torch.log(scale).sum(dim=(1, 2, 3))
             if sc.injector_logdet is not None:
@@ -424,7 +430,7 @@ class InferenceModel:
                     if pending is not None:
                         ops.append(("linear", self._linear(*pending)))
                         pending = None
-                    engine = _CouplingEngine(layer, i, level, mk)
+                    engine = _CouplingEngine(layer, i, level, mk, self.device, self.acc_dtype)
                     self.couplings[i] = engine
                     ops.append(("coupling", engine))
                 w = _f64(layer.invconv.weight)

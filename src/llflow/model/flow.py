@@ -246,6 +246,19 @@ class CondAffineSeparatedAndCond(FlowLayer):
         self.eps = eps
         self.fAffine = coupling_subnet(self.channels_first + cond_channels, 2 * self.channels_second, hidden_channels)
         self.fFeatures = coupling_subnet(cond_channels, 2 * in_channels, hidden_channels)
+        # Inference guard (llflow.model.guard): per-channel range of the inverse's output, 1×C×1×1.
+        # Not part of the official state dict; set with set_guard().
+        self.register_buffer("guard_low", None, persistent=False)
+        self.register_buffer("guard_high", None, persistent=False)
+
+    def set_guard(self, low: Optional[Tensor], high: Optional[Tensor]) -> None:
+        """Clamp the inverse's output to ``[low, high]`` per channel (None: no guard)."""
+        if low is None or high is None:
+            self.guard_low = self.guard_high = None
+            return
+        ref = self.fAffine[0].weight
+        self.guard_low = low.reshape(1, -1, 1, 1).to(device=ref.device, dtype=ref.dtype)
+        self.guard_high = high.reshape(1, -1, 1, 1).to(device=ref.device, dtype=ref.dtype)
 
     def injector(self, cond: Tensor) -> tuple[Tensor, Tensor]:
         return _shift_and_scale(self.fFeatures(cond), self.eps)
@@ -263,7 +276,9 @@ class CondAffineSeparatedAndCond(FlowLayer):
         z2 = (z2 + shift) * scale
         return torch.cat([z1, z2], dim=1), logdet + _sum_log(scale)
 
-    def inverse(self, y: Tensor, cond: Optional[Tensor] = None) -> tuple[Tensor, LogDet]:
+    def inverse(self, y: Tensor, cond: Optional[Tensor] = None, guarded: bool = True) -> tuple[Tensor, LogDet]:
+        """``guarded``: clamp the result to the guard's range when one is set (values inside it are
+        unchanged); the divisions by the scales are the only place the inverse can amplify."""
         assert cond is not None, "the coupling needs its level's condition"
         z1, z2 = y[:, : self.channels_first], y[:, self.channels_first :]
         shift, scale = self.coupling(z1, cond)
@@ -271,6 +286,8 @@ class CondAffineSeparatedAndCond(FlowLayer):
         logdet = -_sum_log(scale)
         shift_f, scale_f = self.injector(cond)
         z = torch.cat([z1, z2], dim=1) / scale_f - shift_f
+        if guarded and self.guard_low is not None:
+            z = torch.clamp(z, self.guard_low.to(z.dtype), self.guard_high.to(z.dtype))
         return z, logdet - _sum_log(scale_f)
 
 

@@ -17,6 +17,7 @@ from .prior import bits_per_pixel, dequantize as dequantize_gt, gaussian_log_pro
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fast import InferenceModel, PreparedCondition
+    from .guard import InverseGuard
 
 PriorChoice = Literal["encoder", "gt", "random"]
 
@@ -128,13 +129,30 @@ class LLFlow(nn.Module):
         """Strict loading with official key names; a leading ``module.`` (DataParallel) is stripped.
         Mismatches raise :class:`~llflow.model.checkpoint.CheckpointError` with a one-line message."""
         from .checkpoint import check_state_dict, strip_module_prefix
+        from .guard import fallback_guard, split_guard_state
 
-        state = strip_module_prefix(state_dict)
+        state, guard = split_guard_state(strip_module_prefix(state_dict))
         if strict:
             check_state_dict(self, state, source)
         result = super().load_state_dict(state, strict=strict, assign=assign)
         self.mark_initialized()
+        # Weights without measured ranges (official releases) get the coarse fallback bound.
+        self.set_inverse_guard(guard if guard is not None else fallback_guard(self))
         return result
+
+    def set_inverse_guard(self, guard: Optional["InverseGuard"]) -> None:
+        """Bound the inverse's intermediate values (:mod:`llflow.model.guard`); None switches it off
+        (training does: its weights move away from the ranges measured for the old ones)."""
+        for index, layer in enumerate(self.flowUpsamplerNet.layers):
+            affine = getattr(layer, "affine", None)
+            if affine is not None:
+                low, high = guard.bounds.get(index, (None, None)) if guard is not None else (None, None)
+                affine.set_guard(low, high)
+        self.__dict__["_inverse_guard"] = guard
+
+    @property
+    def inverse_guard(self) -> Optional["InverseGuard"]:
+        return self.__dict__.get("_inverse_guard")
 
     def save_pretrained(self, path: Union[str, Path], metadata: Optional[Mapping[str, str]] = None) -> Path:
         """Write weights + config as ``.safetensors`` (atomically)."""
@@ -284,7 +302,7 @@ class LLFlow(nn.Module):
         from .fast import resolve_precision
 
         dtype = resolve_precision(precision)
-        key = (dtype, self.device, tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        key = (dtype, self.device, id(self.inverse_guard), tuple((p.data_ptr(), p._version) for p in self.parameters()))
         cache = self.__dict__.setdefault("_engine_cache", {})
         engine = cache.get(dtype)
         if engine is None or engine[0] != key:

@@ -21,6 +21,9 @@ class DataConfig:
     num_workers: int = 1
     flip: bool = True
     val_max_images: Optional[int] = None
+    # Training pairs (spread over the set) on which exported weights get their inference guard's
+    # ranges measured (llflow.model.guard); 0 = export without a measured guard.
+    guard_pairs: int = 12
     # Probability that a training item's low image is synthesised from its reference
     # (llflow.synthetic: exposure, shot/read noise, tone curve); 0 = real pairs only.
     synthetic_fraction: float = 0.0

@@ -32,6 +32,7 @@ from ..model import LLFlow
 from ..model.checkpoint import atomic_write
 from ..model.config import config_from_mapping
 from ..model.encoder import stack_conditions
+from ..model.guard import InverseGuard
 from ..preprocess import make_condition
 from .config import TrainConfig
 from .distributed import DistInfo, all_true, barrier, init_distributed, shutdown
@@ -211,6 +212,7 @@ class Trainer:
         use_scaler = self.precision.name == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         train_pairs, val_pairs = split_pairs(cfg)
+        self.train_pairs = train_pairs
         synthesizer = LowLightSynthesizer(exposure=tuple(cfg.data.synthetic_exposure),
                                           shot_noise=tuple(cfg.data.synthetic_shot_noise))
         self.train_set = self._training_set(train_pairs, synthesizer)
@@ -234,6 +236,11 @@ class Trainer:
             self.ema = WeightAverage(self.model, cfg.optim.ema_decay)
             if resumed_ema is not None:  # else EMA was switched on for a resumed run: start at its weights
                 self.ema.load_state_dict(resumed_ema, source=str(resume))
+        # The inference guard's ranges belong to the weights they were measured for: none while
+        # training; exports measure fresh ones (_export).
+        for model in (self.model, self.ema.model if self.ema is not None else None):
+            if model is not None:
+                model.set_inverse_guard(None)
         self.wrapped: nn.Module = self.objective
         if self.info.enabled:
             # With the reference colour-map prior the encoder's colour head gets no gradient.
@@ -527,7 +534,35 @@ class Trainer:
         meta.update({f"val_{k}": f"{v:.6f}" for k, v in (metrics or {}).items()})
         if self.ema is not None:
             meta["ema_decay"] = str(self.ema.decay)
-        self.selected_model.save_pretrained(self.out / f"{name}.safetensors", metadata=meta)
+        model = self.selected_model
+        guard = self._measure_guard(model)
+        if guard is not None:
+            meta["inverse_guard"] = f"measured on {self.cfg.data.guard_pairs} training pairs at iteration {self.iteration}"
+        model.set_inverse_guard(guard)
+        try:
+            model.save_pretrained(self.out / f"{name}.safetensors", metadata=meta)
+        finally:
+            model.set_inverse_guard(None)
+
+    def _measure_guard(self, model: LLFlow) -> Optional[InverseGuard]:
+        """Ranges of the inverse's intermediate values on ``data.guard_pairs`` whole training pairs."""
+        from ..model.guard import measure_guard
+
+        count = min(self.cfg.data.guard_pairs, len(self.train_pairs))
+        if count <= 0:
+            return None
+        data = PairedDataset([self.train_pairs[round(i * len(self.train_pairs) / count)] for i in range(count)],
+                             crop=None, flip=False, on_error="skip")
+        pairs = []
+        for item in data:
+            h, w = (s - s % 8 for s in item["gt"].shape[-2:])
+            pairs.append((item["low"][None, :, :h, :w].to(self.device), item["gt"][None, :, :h, :w].to(self.device)))
+        was_training = model.training
+        model.eval()
+        try:
+            return measure_guard(model, pairs)
+        finally:
+            model.train(was_training)
 
 
 def _as_tuple(value: Any) -> Any:

@@ -1,0 +1,54 @@
+"""Measure the inverse guard's ranges (llflow.model.guard) of a weights file on training pairs and
+write them into a copy of the file (or in place).
+
+    python experiments/flow_stability/measure_guard.py WEIGHTS --data ../shared/data/sice-lowlight/train \
+        [--every 3] [--margin 0.5] [--out OUT.safetensors]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from llflow import LLFlow
+from llflow.data import PairedDataset
+from llflow.model.guard import DEFAULT_MARGIN, measure_guard
+
+
+def pairs_of(folder: str, every: int):
+    data = PairedDataset(folder, crop=None, flip=False)
+    for index in range(0, len(data), every):
+        item = data[index]
+        h, w = (s - s % 8 for s in item["gt"].shape[-2:])
+        yield item["low"][None, :, :h, :w], item["gt"][None, :, :h, :w]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("weights")
+    parser.add_argument("--data", action="append", required=True, help="pair folder(s) (repeatable)")
+    parser.add_argument("--every", type=int, default=3, help="use every N-th pair")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    model = LLFlow.from_pretrained(args.weights)
+    tic = time.time()
+    guard = measure_guard(model, (p for folder in args.data for p in pairs_of(folder, args.every)), args.margin)
+    print(f"measured {len(guard.bounds)} layers in {time.time() - tic:.0f} s")
+    for index, (low, high) in sorted(guard.bounds.items()):
+        print(f"layer {index:2d}: channels {low.numel():3d}  low {float(low.min()):8.2f}  high {float(high.max()):8.2f}")
+    model.set_inverse_guard(guard)
+    from safetensors import safe_open
+
+    with safe_open(args.weights, framework="pt") as fh:
+        meta = {k: v for k, v in (fh.metadata() or {}).items() if k not in ("llflow_config", "format", "producer")}
+    meta["inverse_guard"] = f"measured on {', '.join(args.data)} (every {args.every}. pair), margin {args.margin}"
+    out = args.out or Path(args.weights)
+    model.save_pretrained(out, metadata=meta)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
