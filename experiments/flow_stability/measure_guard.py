@@ -37,8 +37,10 @@ def main() -> None:
     tic = time.time()
     guard = measure_guard(model, (p for folder in args.data for p in pairs_of(folder, args.every)), args.margin)
     print(f"measured {len(guard.bounds)} layers in {time.time() - tic:.0f} s")
-    for index, (low, high) in sorted(guard.bounds.items()):
-        print(f"layer {index:2d}: channels {low.numel():3d}  low {float(low.min()):8.2f}  high {float(high.max()):8.2f}")
+    for index, terms in sorted(guard.bounds.items()):
+        for term, (low, high) in terms.items():
+            print(f"layer {index:2d} {term:<8}: channels {low.numel():3d}  low {float(low.min()):9.2f}  "
+                  f"high {float(high.max()):9.2f}")
     model.set_inverse_guard(guard)
     from safetensors import safe_open
 

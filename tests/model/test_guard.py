@@ -43,8 +43,12 @@ def test_measured_ranges_cover_the_values_they_were_measured_on(guarded_tiny) ->
     assert guard is not None and guard.measured
     affine_layers = [i for i, l in enumerate(model.flowUpsamplerNet.layers) if getattr(l, "affine", None) is not None]
     assert sorted(guard.bounds) == affine_layers
-    for lo, hi in guard.bounds.values():
-        assert (lo < hi).all()
+    for index, terms in guard.bounds.items():
+        affine = model.flowUpsamplerNet.layers[index].affine
+        assert terms["coupling"][0].numel() == affine.channels_second
+        assert terms["injector"][0].numel() == affine.channels_first + affine.channels_second
+        for lo, hi in terms.values():
+            assert (lo < hi).all()
 
 
 @pytest.mark.parametrize("engine", ["reference", "fast"])
@@ -83,7 +87,11 @@ def test_guard_bounds_an_exploding_inverse_in_every_engine(tmp_path) -> None:
     for name, out in outputs.items():
         assert torch.isfinite(out).all(), name
         assert out.abs().max() < 1e3, (name, float(out.abs().max()))
-    assert torch.allclose(outputs["fast"], outputs["reference"], rtol=1e-4, atol=1e-4)
+    # Every step divides by 1e-4 here, so rounding differences between engines are amplified
+    # before the guard bounds them: compare relative to the output's scale.
+    for name in ("fast", "fast-fp64", "onnx"):
+        diff = (outputs[name] - outputs["reference"]).abs().max() / outputs["reference"].abs().max()
+        assert diff < 1e-3, (name, float(diff))
 
 
 def test_guard_is_saved_with_the_weights_and_fallback_is_not(tmp_path, guarded_tiny) -> None:
@@ -91,15 +99,16 @@ def test_guard_is_saved_with_the_weights_and_fallback_is_not(tmp_path, guarded_t
     path = model.save_pretrained(tmp_path / "guarded.safetensors")
     loaded = LLFlow.from_pretrained(path)
     assert loaded.inverse_guard is not None and loaded.inverse_guard.measured
-    for index, (lo, hi) in model.inverse_guard.bounds.items():
-        assert torch.equal(loaded.inverse_guard.bounds[index][0], lo)
-        assert torch.equal(loaded.inverse_guard.bounds[index][1], hi)
+    for index, terms in model.inverse_guard.bounds.items():
+        for term, (lo, hi) in terms.items():
+            assert torch.equal(loaded.inverse_guard.bounds[index][term][0], lo)
+            assert torch.equal(loaded.inverse_guard.bounds[index][term][1], hi)
     assert torch.equal(loaded.enhance(low, clamp=False), model.enhance(low, clamp=False))
     # Weights without ranges (official releases) get the coarse fallback, which is never stored.
     bare = LLFlow.from_config("tiny")
     bare.load_state_dict(tiny_llflow(seed=3).state_dict())
     assert bare.inverse_guard is not None and not bare.inverse_guard.measured
-    lo, hi = next(iter(bare.inverse_guard.bounds.values()))
+    lo, hi = next(iter(bare.inverse_guard.bounds.values()))["coupling"]
     assert float(hi.max()) == FALLBACK_BOUND and float(lo.min()) == -FALLBACK_BOUND
     from safetensors import safe_open
 

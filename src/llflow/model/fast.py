@@ -257,9 +257,14 @@ class PreparedCondition:
 # Engine
 
 
-def _div_add(z: Tensor, scale: Tensor, neg_shift: Tensor) -> Tensor:
+def _div_add(z: Tensor, scale: Tensor, neg_shift: Tensor, bounds: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
     """``z / scale + neg_shift`` in one pass (``addcdiv`` computes ``self + 1·t1/t2``: the same
-    rounding as the two-pass form, which tracing keeps because ONNX has no ``addcdiv``)."""
+    rounding as the two-pass form, which tracing keeps because ONNX has no ``addcdiv``). With the
+    inference guard's ``bounds`` the quotient is clamped first (in place: one pass more than
+    ``addcdiv``, and bit-identical to it where the clamp does not act)."""
+    if bounds is not None:
+        quotient = z / scale
+        return torch.clamp(quotient, *bounds, out=quotient if not torch.jit.is_tracing() else None) + neg_shift
     if torch.jit.is_tracing():
         return z / scale + neg_shift
     return torch.addcdiv(neg_shift, z, scale)
@@ -301,10 +306,12 @@ class _CouplingEngine:
         self.inj_0 = mk(*_fold_conv_actnorm(affine.fFeatures[0]))
         self.inj_1 = mk(*_fold_conv_actnorm(affine.fFeatures[2]))
         self.inj_2 = mk(*_fold_conv_zeros(affine.fFeatures[4], add_to_odd=2.0))
-        # The inference guard's per-channel range (llflow.model.guard), in the accurate dtype.
-        self.guard: Optional[tuple[Tensor, Tensor]] = None
-        if affine.guard_low is not None:
-            self.guard = (affine.guard_low.to(device, acc), affine.guard_high.to(device, acc))
+        # The inference guard's ranges of the two quotients (llflow.model.guard), accurate dtype.
+        def bounds(low: Optional[Tensor], high: Optional[Tensor]) -> Optional[tuple[Tensor, Tensor]]:
+            return None if low is None or high is None else (low.to(device, acc), high.to(device, acc))
+
+        self.coupling_bounds = bounds(affine.guard_coupling_low, affine.guard_coupling_high)
+        self.injector_bounds = bounds(affine.guard_injector_low, affine.guard_injector_high)
 
     def condition(self, cond: Tensor, with_logdet: bool, acc: torch.dtype) -> StepCondition:
         # Whole-tensor conversion first: converting the two strided halves separately measured
@@ -323,10 +330,8 @@ class _CouplingEngine:
         h = self.aff_2(h).to(z.dtype)
         neg_shift, raw = h[:, : self.c2], h[:, self.c2:]
         scale = _sigmoid_scale(raw, self.eps)
-        z2 = _div_add(z2, scale, neg_shift)
-        z = _div_add(torch.cat([z1, z2], dim=1), sc.injector_scale, sc.injector_neg_shift)
-        if self.guard is not None:
-            z = torch.clamp(z, *self.guard)
+        z2 = _div_add(z2, scale, neg_shift, self.coupling_bounds)
+        z = _div_add(torch.cat([z1, z2], dim=1), sc.injector_scale, sc.injector_neg_shift, self.injector_bounds)
         if logdet is not None:
             logdet = logdet - torch.log(scale).sum(dim=(1, 2, 3))
             if sc.injector_logdet is not None:

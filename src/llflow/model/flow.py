@@ -228,6 +228,13 @@ def _shift_and_scale(h: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     return shift, scale
 
 
+def _bounded(x: Tensor, low: Optional[Tensor], high: Optional[Tensor], active: bool = True) -> Tensor:
+    """``clamp(x, low, high)`` when a guard is set (bit-identical where ``x`` is inside), else ``x``."""
+    if not active or low is None or high is None:
+        return x
+    return torch.clamp(x, low.to(x.dtype), high.to(x.dtype))
+
+
 def _sum_log(scale: Tensor) -> LogDet:
     return torch.log(scale).flatten(1).sum(dim=1)
 
@@ -246,19 +253,21 @@ class CondAffineSeparatedAndCond(FlowLayer):
         self.eps = eps
         self.fAffine = coupling_subnet(self.channels_first + cond_channels, 2 * self.channels_second, hidden_channels)
         self.fFeatures = coupling_subnet(cond_channels, 2 * in_channels, hidden_channels)
-        # Inference guard (llflow.model.guard): per-channel range of the inverse's output, 1×C×1×1.
-        # Not part of the official state dict; set with set_guard().
-        self.register_buffer("guard_low", None, persistent=False)
-        self.register_buffer("guard_high", None, persistent=False)
+        # Inference guard (llflow.model.guard): per-channel ranges of the two division terms of the
+        # inverse, z2/scale (coupling) and z/scale_f (injector), as 1×C×1×1 low/high buffers. Not
+        # part of the official state dict; set with set_guard().
+        for name in ("guard_coupling_low", "guard_coupling_high", "guard_injector_low", "guard_injector_high"):
+            self.register_buffer(name, None, persistent=False)
 
-    def set_guard(self, low: Optional[Tensor], high: Optional[Tensor]) -> None:
-        """Clamp the inverse's output to ``[low, high]`` per channel (None: no guard)."""
-        if low is None or high is None:
-            self.guard_low = self.guard_high = None
-            return
+    def set_guard(self, coupling: Optional[tuple[Tensor, Tensor]], injector: Optional[tuple[Tensor, Tensor]]) -> None:
+        """Bound the inverse's division terms to ``(low, high)`` per channel (None: no guard)."""
         ref = self.fAffine[0].weight
-        self.guard_low = low.reshape(1, -1, 1, 1).to(device=ref.device, dtype=ref.dtype)
-        self.guard_high = high.reshape(1, -1, 1, 1).to(device=ref.device, dtype=ref.dtype)
+
+        def shaped(bound: Optional[Tensor]) -> Optional[Tensor]:
+            return None if bound is None else bound.reshape(1, -1, 1, 1).to(device=ref.device, dtype=ref.dtype)
+
+        self.guard_coupling_low, self.guard_coupling_high = (shaped(b) for b in (coupling or (None, None)))
+        self.guard_injector_low, self.guard_injector_high = (shaped(b) for b in (injector or (None, None)))
 
     def injector(self, cond: Tensor) -> tuple[Tensor, Tensor]:
         return _shift_and_scale(self.fFeatures(cond), self.eps)
@@ -277,17 +286,16 @@ class CondAffineSeparatedAndCond(FlowLayer):
         return torch.cat([z1, z2], dim=1), logdet + _sum_log(scale)
 
     def inverse(self, y: Tensor, cond: Optional[Tensor] = None, guarded: bool = True) -> tuple[Tensor, LogDet]:
-        """``guarded``: clamp the result to the guard's range when one is set (values inside it are
-        unchanged); the divisions by the scales are the only place the inverse can amplify."""
+        """``guarded``: bound the two division terms to the guard's ranges when set (values inside
+        them are unchanged): dividing by a scale near its floor is where the inverse can explode."""
         assert cond is not None, "the coupling needs its level's condition"
         z1, z2 = y[:, : self.channels_first], y[:, self.channels_first :]
         shift, scale = self.coupling(z1, cond)
-        z2 = z2 / scale - shift
+        z2 = _bounded(z2 / scale, self.guard_coupling_low, self.guard_coupling_high, guarded) - shift
         logdet = -_sum_log(scale)
         shift_f, scale_f = self.injector(cond)
-        z = torch.cat([z1, z2], dim=1) / scale_f - shift_f
-        if guarded and self.guard_low is not None:
-            z = torch.clamp(z, self.guard_low.to(z.dtype), self.guard_high.to(z.dtype))
+        z = _bounded(torch.cat([z1, z2], dim=1) / scale_f, self.guard_injector_low, self.guard_injector_high,
+                     guarded) - shift_f
         return z, logdet - _sum_log(scale_f)
 
 

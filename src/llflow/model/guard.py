@@ -2,15 +2,18 @@
 
 Diagnosis (``experiments/flow_stability/``): on bright photos (DICM 53, a floodlit pool) the latent
 drifts out of its training range over levels 3 and 2 (|z| 12–17 where dark photos stay below 3);
-at level 1 a coupling's scale network, fed that out-of-range half, returns scales at their floor
-(1e-4), and the inverse divides by them: 5.7e4 after one step, 1.5e8 after the next, 1e17 in the
-worst photos. The division is the only operation that amplifies, so the guard sits right after it:
-the output of every conditional affine inverse is clamped, per channel, to the range that layer's
-values take on the training data (forward passes of the references and τ = 0 reverse passes of
-the inputs), widened by a margin. Values inside the range pass unchanged (bit for bit), so outputs
-that never needed the guard are identical with and without it.
+at level 1 a coupling's scale network, fed that out-of-range half and conditions unlike any in
+training, returns scales at their floor (1e-4), and the inverse divides by them: 5.7e4 after one
+step, 1.5e8 after the next, 1e17 in the worst photos. The two divisions of each conditional step,
+``z2 / scale`` (coupling) and ``z / scale_f`` (injector), are the only operations that amplify, so
+the guard bounds exactly those two terms, per channel, to the range they take on the training data
+(forward passes of the references and τ = 0 reverse passes of the inputs) widened by a margin. The
+step's output is then ``bounded term − shift``: where the guard acts, the result follows the shift
+the network predicts from the condition instead of an amplified error (measured: fewer out-of-range
+values and no speckle, where clamping the step's output itself left 8 % of DICM 53 below −0.5).
+Values inside the ranges pass unchanged, so outputs that never needed the guard are bit-identical.
 
-The ranges are stored in llflow ``.safetensors`` files as ``inverse_guard.<layer>.low|high``
+The ranges are stored in llflow ``.safetensors`` files as ``inverse_guard.<layer>.<term>.low|high``
 (float32, one value per channel), outside the official state dict; files without them (official
 ``.pth`` releases) get :data:`FALLBACK_BOUND` for every channel, which prevents overflow but not
 garbage: measure ranges with :func:`measure_guard` for such weights.
@@ -33,28 +36,37 @@ FALLBACK_BOUND = 100.0
 DEFAULT_MARGIN = 0.5
 
 
+TERMS = ("coupling", "injector")
+Bounds = tuple[Tensor, Tensor]
+
+
 @dataclass
 class InverseGuard:
-    """Per-channel ``[low, high]`` for the output of each conditional affine inverse, keyed by the
-    flow layer index (``flowUpsamplerNet.layers[i]``)."""
+    """Per-channel ``(low, high)`` of the two division terms of each conditional affine inverse,
+    ``bounds[layer][term]`` with ``layer`` the flow layer index (``flowUpsamplerNet.layers[i]``) and
+    ``term`` ``"coupling"`` (z2 / scale, C/2 channels) or ``"injector"`` (z / scale_f, C channels)."""
 
-    bounds: dict[int, tuple[Tensor, Tensor]]
+    bounds: dict[int, dict[str, Bounds]]
     measured: bool = True
 
     def to_state(self) -> dict[str, Tensor]:
         state = {}
-        for index, (low, high) in sorted(self.bounds.items()):
-            state[f"{GUARD_PREFIX}{index}.low"] = low.detach().float().cpu().contiguous()
-            state[f"{GUARD_PREFIX}{index}.high"] = high.detach().float().cpu().contiguous()
+        for index, terms in sorted(self.bounds.items()):
+            for term, (low, high) in terms.items():
+                state[f"{GUARD_PREFIX}{index}.{term}.low"] = low.detach().float().cpu().contiguous()
+                state[f"{GUARD_PREFIX}{index}.{term}.high"] = high.detach().float().cpu().contiguous()
         return state
 
     @classmethod
     def from_state(cls, state: Mapping[str, Tensor]) -> Optional["InverseGuard"]:
-        bounds: dict[int, tuple[Tensor, Tensor]] = {}
+        bounds: dict[int, dict[str, Bounds]] = {}
         for key in state:
             if key.startswith(GUARD_PREFIX) and key.endswith(".low"):
-                index = int(key[len(GUARD_PREFIX):-len(".low")])
-                bounds[index] = (state[key].float(), state[f"{GUARD_PREFIX}{index}.high"].float())
+                index, term = key[len(GUARD_PREFIX):-len(".low")].split(".")
+                if term not in TERMS:
+                    raise ValueError(f"unknown inverse guard term in '{key}'")
+                high = state[key[:-len(".low")] + ".high"]
+                bounds.setdefault(int(index), {})[term] = (state[key].float(), high.float())
         return cls(bounds) if bounds else None
 
 
@@ -69,29 +81,31 @@ def fallback_guard(model: "LLFlow") -> InverseGuard:
     for index, layer in enumerate(model.flowUpsamplerNet.layers):
         affine = getattr(layer, "affine", None)
         if affine is not None:
-            c = affine.channels_first + affine.channels_second
-            bounds[index] = (torch.full((c,), -FALLBACK_BOUND), torch.full((c,), FALLBACK_BOUND))
+            sizes = {"coupling": affine.channels_second, "injector": affine.channels_first + affine.channels_second}
+            bounds[index] = {t: (torch.full((c,), -FALLBACK_BOUND), torch.full((c,), FALLBACK_BOUND))
+                             for t, c in sizes.items()}
     return InverseGuard(bounds, measured=False)
 
 
 class _RangeMeter:
     def __init__(self) -> None:
-        self.low: dict[int, Tensor] = {}
-        self.high: dict[int, Tensor] = {}
+        self.low: dict[tuple[int, str], Tensor] = {}
+        self.high: dict[tuple[int, str], Tensor] = {}
 
-    def add(self, index: int, x: Tensor) -> None:
+    def add(self, key: tuple[int, str], x: Tensor) -> None:
         x = x.detach().double()
         lo, hi = x.amin(dim=(0, 2, 3)), x.amax(dim=(0, 2, 3))
-        if index in self.low:
-            lo, hi = torch.minimum(lo, self.low[index]), torch.maximum(hi, self.high[index])
-        self.low[index], self.high[index] = lo, hi
+        if key in self.low:
+            lo, hi = torch.minimum(lo, self.low[key]), torch.maximum(hi, self.high[key])
+        self.low[key], self.high[key] = lo, hi
 
 
 @torch.no_grad()
 def measure_guard(model: "LLFlow", pairs: Iterable[tuple[Tensor, Tensor]], margin: float = DEFAULT_MARGIN) -> InverseGuard:
-    """Ranges of every conditional affine layer's input (= its inverse's output) on ``pairs`` of
-    ``(low, gt)`` 1×3×H×W float tensors in [0, 1] (H, W multiples of 8): the forward pass of ``gt``
-    and the τ = 0 reverse pass of ``low``, widened by ``margin`` × width on each side."""
+    """Ranges of the division terms of every conditional affine layer on ``pairs`` of ``(low, gt)``
+    1×3×H×W float tensors in [0, 1] (H, W multiples of 8), in the forward pass of ``gt`` (where the
+    terms are ``x + shift_f`` and ``z2 + shift``) and the τ = 0 reverse pass of ``low``, widened by
+    ``margin`` × width on each side."""
     from .encoder import stack_conditions
     from .llflow import image_condition
 
@@ -99,7 +113,8 @@ def measure_guard(model: "LLFlow", pairs: Iterable[tuple[Tensor, Tensor]], margi
     meter = _RangeMeter()
     for low, gt in pairs:
         lq = image_condition(low, None, model.config.multiple, model.dtype, model.device)
-        conds = stack_conditions(model.encode(lq))
+        enc = model.encode(lq)
+        conds = stack_conditions(enc)
         x = gt.to(lq)
         for index, (layer, level) in enumerate(zip(flow.layers, flow.level_of_layer)):
             affine = getattr(layer, "affine", None)
@@ -108,24 +123,34 @@ def measure_guard(model: "LLFlow", pairs: Iterable[tuple[Tensor, Tensor]], margi
                 continue
             x, _ = layer.actnorm(x)
             x, _ = layer.invconv(x)
-            meter.add(index, x)
-            x, _ = affine(x, conds[level])
-        z = model.prior_mean(model.encode(lq))
+            shift_f, scale_f = affine.injector(conds[level])
+            meter.add((index, "injector"), x + shift_f)
+            z = (x + shift_f) * scale_f
+            z1, z2 = z[:, :affine.channels_first], z[:, affine.channels_first:]
+            shift, scale = affine.coupling(z1, conds[level])
+            meter.add((index, "coupling"), z2 + shift)
+            x = torch.cat([z1, (z2 + shift) * scale], dim=1)
+        z = model.prior_mean(enc)
         for index in reversed(range(len(flow.layers))):
             layer, level = flow.layers[index], flow.level_of_layer[index]
             affine = getattr(layer, "affine", None)
             if affine is None:
                 z, _ = layer.inverse(z, conds.get(level))
                 continue
-            z, _ = affine.inverse(z, conds[level], guarded=False)
-            meter.add(index, z)
-            z, _ = layer.invconv.inverse(z)
+            z1, z2 = z[:, :affine.channels_first], z[:, affine.channels_first:]
+            shift, scale = affine.coupling(z1, conds[level])
+            meter.add((index, "coupling"), z2 / scale)
+            z2 = z2 / scale - shift
+            shift_f, scale_f = affine.injector(conds[level])
+            term = torch.cat([z1, z2], dim=1) / scale_f
+            meter.add((index, "injector"), term)
+            z, _ = layer.invconv.inverse(term - shift_f)
             z, _ = layer.actnorm.inverse(z)
     if not meter.low:
         raise ValueError("measure_guard: no pairs given")
-    bounds = {}
-    for index in meter.low:
-        lo, hi = meter.low[index], meter.high[index]
+    bounds: dict[int, dict[str, Bounds]] = {}
+    for (index, term), lo in meter.low.items():
+        hi = meter.high[(index, term)]
         pad = margin * (hi - lo)
-        bounds[index] = ((lo - pad).float(), (hi + pad).float())
+        bounds.setdefault(index, {})[term] = ((lo - pad).float(), (hi + pad).float())
     return InverseGuard(bounds)

@@ -146,8 +146,8 @@ class LLFlow(nn.Module):
         for index, layer in enumerate(self.flowUpsamplerNet.layers):
             affine = getattr(layer, "affine", None)
             if affine is not None:
-                low, high = guard.bounds.get(index, (None, None)) if guard is not None else (None, None)
-                affine.set_guard(low, high)
+                terms = guard.bounds.get(index, {}) if guard is not None else {}
+                affine.set_guard(terms.get("coupling"), terms.get("injector"))
         self.__dict__["_inverse_guard"] = guard
 
     @property
