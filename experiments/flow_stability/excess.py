@@ -2,7 +2,7 @@
 
 For each image (longest side ≤ --max-side) the unguarded reverse pass is run and, at every
 conditional affine layer, the largest excess of a value beyond that channel's measured range is
-recorded in units of the range's width (0 = inside). An image with excess below the guard margin
+recorded in units of the range's width (0 = inside), for both division terms. An image with excess below the guard margin
 is left bit-identical by the guard; the exploding ones go far beyond. Also records the share of
 raw output values outside [-0.5, 1.5].
 
@@ -25,25 +25,34 @@ from diagnose import load  # noqa: E402
 
 
 @torch.no_grad()
-def excess_per_layer(model: LLFlow, low: torch.Tensor, widths: dict, centres: dict) -> tuple[dict[int, float], torch.Tensor]:
+def excess_per_layer(model: LLFlow, low: torch.Tensor, widths: dict, centres: dict) -> tuple[dict[str, float], torch.Tensor]:
+    """Unguarded τ = 0 reverse pass; per layer and term, the largest excess beyond the measured range."""
     lq = image_condition(low, None, model.config.multiple, torch.float32)
     enc = model.encode(lq)
     conds = stack_conditions(enc)
     flow = model.flowUpsamplerNet
     z = model.prior_mean(enc)
     excess = {}
+
+    def beyond(key: tuple[int, str], t: torch.Tensor) -> None:
+        half, centre = widths[key].view(1, -1, 1, 1) / 2, centres[key].view(1, -1, 1, 1)
+        e = torch.nan_to_num(((t - centre).abs() - half) / (2 * half), nan=float("inf"))
+        excess[f"{key[0]}.{key[1]}"] = max(0.0, float(e.max()))
+
     for index in reversed(range(len(flow.layers))):
         layer, level = flow.layers[index], flow.level_of_layer[index]
         affine = getattr(layer, "affine", None)
         if affine is None:
             z, _ = layer.inverse(z, conds.get(level))
             continue
-        z, _ = affine.inverse(z, conds[level], guarded=False)
-        half, centre = widths[index].view(1, -1, 1, 1) / 2, centres[index].view(1, -1, 1, 1)
-        beyond = ((z - centre).abs() - half) / (2 * half)
-        beyond = torch.nan_to_num(beyond, nan=float("inf"))
-        excess[index] = max(0.0, float(beyond.max()))
-        z, _ = layer.invconv.inverse(z)
+        z1, z2 = z[:, :affine.channels_first], z[:, affine.channels_first:]
+        shift, scale = affine.coupling(z1, conds[level])
+        beyond((index, "coupling"), z2 / scale)
+        z2 = z2 / scale - shift
+        shift_f, scale_f = affine.injector(conds[level])
+        term = torch.cat([z1, z2], dim=1) / scale_f
+        beyond((index, "injector"), term)
+        z, _ = layer.invconv.inverse(term - shift_f)
         z, _ = layer.actnorm.inverse(z)
     return excess, z
 
@@ -60,9 +69,10 @@ def main() -> None:
     guard = model.inverse_guard
     assert guard is not None and guard.measured, "weights without measured ranges"
     widths, centres = {}, {}
-    for index, (lo, hi) in guard.bounds.items():  # undo the stored margin: the measured range itself
-        widths[index] = (hi - lo) / (1 + 2 * args.margin)
-        centres[index] = (hi + lo) / 2
+    for index, terms in guard.bounds.items():  # undo the stored margin: the measured range itself
+        for term, (lo, hi) in terms.items():
+            widths[(index, term)] = (hi - lo) / (1 + 2 * args.margin)
+            centres[(index, term)] = (hi + lo) / 2
     rows = []
     for path in list_images(args.inputs):
         low = load(str(path), args.max_side)

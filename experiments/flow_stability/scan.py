@@ -18,6 +18,7 @@ import torch
 
 from llflow import LLFlow
 from llflow.io import list_images
+from llflow.metrics import float_to_uint8, psnr
 
 from diagnose import load  # noqa: E402  (same folder)
 
@@ -45,7 +46,10 @@ def main() -> None:
         low = load(str(path), args.max_side)
         outs = {k: e.enhance(low, clamp=False) for k, e in engines.items()}
         row = {"image": str(path), "mean": float(low.mean()),
-               "identical": bool(torch.equal(outs["plain"], outs["guarded"]))}
+               "identical": bool(torch.equal(outs["plain"], outs["guarded"])),
+               # how much a (well-exposed) input changes: PSNR of the clamped output against it
+               "psnr_vs_input": psnr(float_to_uint8(outs["guarded"][0].clamp(0, 1).permute(1, 2, 0).numpy()),
+                                     float_to_uint8(low[0].permute(1, 2, 0).numpy()))}
         for k, out in outs.items():
             finite = out[torch.isfinite(out)]
             row[f"{k}_absmax"] = float(finite.abs().max()) if finite.numel() else float("inf")

@@ -134,3 +134,18 @@ def test_no_default_model_is_reported(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(ckpt, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(CheckpointError, match="no default model is installed"):
         LLFlow.from_pretrained()
+
+
+def test_saved_weights_are_readable_by_others_as_the_umask_allows(tmp_path) -> None:
+    """The atomic writer must not leave mkstemp's 0600 mode on a model file."""
+    import os
+
+    from ..conftest import tiny_llflow
+
+    old = os.umask(0o022)
+    try:
+        path = tiny_llflow().save_pretrained(tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left

@@ -1,0 +1,61 @@
+"""The campaign's learning curves: val NLL, PSNR, SSIM and LPIPS against iterations and against
+CPU-hours, for every run folder under ``logs/`` (each with a ``log.jsonl`` of train/val records).
+
+    python experiments/campaign/plot_curves.py [--logs experiments/campaign/logs] [--out experiments/campaign/curves.png]
+
+Needs matplotlib (an experiments-only tool, not a dependency of the package). A run's
+``offset.json`` (optional: ``{"iterations": N, "cpu_h": H, "start": {metric: value}}``) places it after
+the training that produced its start weights, so stages line up on the campaign's axes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+METRICS = (("nll", "val NLL (bits/pixel)"), ("psnr", "val PSNR (dB)"), ("ssim", "val SSIM (grey)"),
+           ("lpips", "val LPIPS-alex"))
+
+
+def read_run(folder: Path) -> tuple[list[dict], dict]:
+    records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    offset_path = folder / "offset.json"
+    offset = json.loads(offset_path.read_text()) if offset_path.is_file() else {}
+    return [r for r in records if r["kind"] == "val"], offset
+
+
+def main() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    here = Path(__file__).resolve().parent
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--logs", type=Path, default=here / "logs")
+    parser.add_argument("--out", type=Path, default=here / "curves.png")
+    args = parser.parse_args()
+    runs = sorted(p for p in args.logs.iterdir() if (p / "log.jsonl").is_file())
+    fig, axes = plt.subplots(2, len(METRICS), figsize=(4.2 * len(METRICS), 7), squeeze=False)
+    for run in runs:
+        val, offset = read_run(run)
+        start = offset.get("start")
+        it0, h0 = offset.get("iterations", 0), offset.get("cpu_h", 0.0)
+        its = ([it0] if start else []) + [it0 + r["iter"] for r in val]
+        hours = ([h0] if start else []) + [h0 + r.get("cpu_h", float("nan")) for r in val]
+        for col, (key, label) in enumerate(METRICS):
+            values = ([start.get(key, float("nan"))] if start else []) + [r.get(key, float("nan")) for r in val]
+            for row, xs in enumerate((its, hours)):
+                axes[row][col].plot(xs, values, marker="o", ms=3, label=run.name)
+                axes[row][col].set_ylabel(label)
+                axes[row][col].set_xlabel("iterations (batch 8, 96² crops)" if row == 0 else "CPU-hours")
+                axes[row][col].grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("llflow training campaign: validation on sice-lowlight/val (22 pairs, τ = 0, EMA weights)")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
