@@ -53,6 +53,7 @@ def val_table(val_pairs) -> dict[str, tuple[float, float, float]]:
     return {n: tuple(float(v) for v in np.mean(scores[n], axis=0)) for n in names}
 
 
+@pytest.mark.shared
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_reproduces_readme_numbers(val_table, name):
     got = val_table[name]

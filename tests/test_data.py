@@ -1,7 +1,6 @@
 """Tests for llflow.data: pair discovery on real and synthetic layouts, crops, flips, determinism."""
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -14,17 +13,7 @@ from llflow.data import DatasetError, Pair, PairedDataset, UnpairedDataset, find
 from llflow.io import write_image
 from llflow.preprocess import equalize_histogram
 
-
-def shared_dir() -> Path:
-    """The project's shared folder; a missing folder is a test failure, never a skip."""
-    candidates = [Path(__file__).resolve().parents[2] / "shared"]
-    if os.environ.get("LLFLOW_SHARED"):
-        candidates.append(Path(os.environ["LLFLOW_SHARED"]))
-    for candidate in candidates:
-        if (candidate / "data" / "sice-lowlight").is_dir():
-            return candidate
-    pytest.fail(f"shared data not found (looked in {', '.join(map(str, candidates))}); set "
-                "LLFLOW_SHARED to the folder holding data/sice-lowlight")
+from .conftest import EXAMPLES, example_photos, shared_dir
 
 
 def tiny(folder: Path, name: str, value: int, size=(8, 8)) -> Path:
@@ -40,6 +29,7 @@ def pixel(path: Path) -> int:
 
 # ------------------------------------------------------------------ pair discovery
 
+@pytest.mark.shared
 @pytest.mark.parametrize("split,count", [("train", 213), ("val", 22)])
 def test_sice_pairs(split, count):
     root = shared_dir() / "data" / "sice-lowlight" / split
@@ -54,6 +44,7 @@ def test_sice_pairs(split, count):
     assert find_pairs(root.parent, split=split) == pairs
 
 
+@pytest.mark.shared
 def test_sice_dataset_item():
     root = shared_dir() / "data" / "sice-lowlight" / "val"
     pairs = find_pairs(root)[:2]
@@ -353,6 +344,12 @@ def test_unpaired_dataset(tmp_path):
     assert item["name"] == "b" and item["path"] == str(tmp_path / "b.png")
     np.testing.assert_allclose(hwc(item["low"]), low / 255.0, atol=1e-7)
     np.testing.assert_allclose(hwc(item["histeq"]), equalize_histogram(low) / 255.0, atol=1e-7)
+    bundled = UnpairedDataset(EXAMPLES)  # real photos; CREDITS.md is not an image
+    assert len(bundled) == len(example_photos()) and bundled[0]["low"].shape[0] == 3
+
+
+@pytest.mark.shared
+def test_unpaired_dataset_on_real_photos():
     real = UnpairedDataset(shared_dir() / "data" / "real-lowlight" / "lime")
     assert len(real) == 9 and real[0]["low"].shape[0] == 3
 

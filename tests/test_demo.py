@@ -32,9 +32,11 @@ from llflow.inference import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-#: A small, dark, real photo (326×326 BMP, mean 0.05): one model call takes ~1 s on one thread.
+#: A small, dark, real photo in ../shared (326×326 BMP, mean 0.05): one model call takes ~1 s on one thread.
 BROWSER_PHOTO = ("data", "real-lowlight", "lime", "6.bmp")
-CROP_SOURCE = ("data", "real-lowlight", "lol-v1-eval15", "55.png")
+#: A bundled example photo (LOL eval15 1.png, downscaled; src/llflow/examples/CREDITS.md).
+EXAMPLES = REPO / "src" / "llflow" / "examples"
+CROP_SOURCE = EXAMPLES / "lol_1.png"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -128,9 +130,9 @@ def demo(enhancer: llflow.Enhancer) -> Iterator[Tuple[DemoApp, Client]]:
 
 
 @pytest.fixture(scope="module")
-def crop(shared: Path) -> np.ndarray:
-    """A 96×128 crop of a real low-light photo (uint8 RGB)."""
-    rgb = _read_rgb(shared.joinpath(*CROP_SOURCE))
+def crop() -> np.ndarray:
+    """A 96×128 crop of a real low-light photo (uint8 RGB), from the bundled examples."""
+    rgb = _read_rgb(CROP_SOURCE)
     return np.ascontiguousarray(rgb[150:246, 250:378])
 
 
@@ -161,11 +163,11 @@ def test_page_info_and_examples(demo: Tuple[DemoApp, Client]) -> None:
     assert max(preview.shape[:2]) == 64, "previews are downscaled to preview_max_side"
 
 
-def test_bad_inputs_get_one_line_and_the_server_keeps_serving(demo: Tuple[DemoApp, Client], shared: Path) -> None:
+def test_bad_inputs_get_one_line_and_the_server_keeps_serving(demo: Tuple[DemoApp, Client]) -> None:
     app, client = demo
     status, data = client.json("POST", "/api/uploads?name=notes.txt", body=b"just some text\n")
     assert status == 415 and data["error"].startswith("cannot read image 'notes.txt': not an image")
-    jpeg = shared.joinpath("data", "real-lowlight", "dicm", "01.jpg").read_bytes()
+    jpeg = (EXAMPLES / "sci_252.jpg").read_bytes()
     status, data = client.json("POST", "/api/uploads?name=broken.jpg", body=jpeg[: len(jpeg) // 2])
     assert status == 415 and "truncated" in data["error"] and "broken.jpg" in data["error"]
     status, data = client.json("POST", "/api/uploads?name=empty.png", body=b"")
@@ -413,6 +415,7 @@ def demo_process(tmp_path: Path) -> Iterator[Tuple[str, subprocess.Popen, list]]
                 proc.wait(10)
 
 
+@pytest.mark.shared
 def test_browser_end_to_end(browser_api: Any, demo_process: Tuple[str, subprocess.Popen, list], shared: Path,
                             tmp_path: Path) -> None:
     sync_playwright = browser_api

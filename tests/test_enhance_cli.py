@@ -298,6 +298,29 @@ def test_torchrun_splits_inputs_exactly_once(tmp_path: Path, tiny_path: Path) ->
 
 
 # ------------------------------------------------------------------------------------ end to end
+def _assert_enhanced(source: Path, result_path: Path) -> None:
+    result = read_image(result_path).rgb.astype(np.float64)
+    low = read_image(source).rgb.astype(np.float64)
+    assert result.shape == low.shape  # size and orientation kept
+    assert result.mean() > low.mean() + 20, source  # clearly brighter (0..255)
+    # orientation: the output's (coarse, log) structure lines up with the input's, not a rotated copy
+    a, b = (cv2.resize(np.log1p(x.mean(-1)), (48, 48), interpolation=cv2.INTER_AREA) for x in (low, result))
+    same, rotated = (np.corrcoef(a.ravel(), c.ravel())[0, 1] for c in (b, b[::-1, ::-1]))
+    assert same > 0.5 and same > rotated + 0.1, (source, same, rotated)
+
+
+def test_end_to_end_examples_with_default_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The README command (llflow enhance --examples), default model."""
+    out = tmp_path / "results"
+    code, _, err = run(["--examples", "-o", str(out)], capsys)
+    assert code == 0, err
+    inputs = sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix in (".jpg", ".png"))
+    assert len(inputs) >= 4
+    for source in inputs:
+        _assert_enhanced(source, out / f"{source.stem}_llflow{source.suffix}")
+
+
+@pytest.mark.shared
 def test_end_to_end_examples_and_real_photo_with_default_model(tmp_path: Path, shared: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
     """The README command (llflow enhance --examples) plus a real low-light BMP, default model."""
@@ -309,11 +332,4 @@ def test_end_to_end_examples_and_real_photo_with_default_model(tmp_path: Path, s
     assert len(inputs) >= 4
     for source in inputs:
         ext = ".bmp" if source == photo else source.suffix
-        result = read_image(out / f"{source.stem}_llflow{ext}").rgb.astype(np.float64)
-        low = read_image(source).rgb.astype(np.float64)
-        assert result.shape == low.shape  # size and orientation kept
-        assert result.mean() > low.mean() + 20, source  # clearly brighter (0..255)
-        # orientation: the output's (coarse, log) structure lines up with the input's, not a rotated copy
-        a, b = (cv2.resize(np.log1p(x.mean(-1)), (48, 48), interpolation=cv2.INTER_AREA) for x in (low, result))
-        same, rotated = (np.corrcoef(a.ravel(), c.ravel())[0, 1] for c in (b, b[::-1, ::-1]))
-        assert same > 0.5 and same > rotated + 0.1, (source, same, rotated)
+        _assert_enhanced(source, out / f"{source.stem}_llflow{ext}")

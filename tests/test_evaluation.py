@@ -1,4 +1,5 @@
-"""`llflow evaluate` reproduces the published baseline numbers on sice-lowlight val and writes its reports."""
+"""`llflow evaluate`: its reports on pairs built from the bundled photos, and (with the shared data) the
+published baseline numbers on sice-lowlight val."""
 from __future__ import annotations
 
 import json
@@ -7,13 +8,33 @@ import pytest
 
 from llflow.cli import main
 
-from .conftest import shared_dir
+from .conftest import example_photos, shared_dir
 
 # ../shared/data/README.md: PSNR RGB / SSIM grey 7×7 / LPIPS-alex, no GT-mean
 PUBLISHED = {"input": (8.81, 0.293, 0.440), "histeq": (16.79, 0.750, 0.339),
              "gamma": (18.59, 0.762, 0.243), "clahe": (11.23, 0.543, 0.347)}
 
 
+def test_evaluate_command_on_example_pairs(tmp_path, capsys, example_pairs) -> None:
+    """The whole command on the bundled photos (one val crop each; stand-in references)."""
+    n = len(example_photos())
+    assert main(["evaluate", "--data", str(example_pairs / "val"), "--output", str(tmp_path), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "raw (no GT-mean)" in table and "GT-mean rescaled" in table
+    summary = json.loads((tmp_path / "summary.json").read_text())["methods"]
+    assert set(summary) == set(PUBLISHED)
+    for name, got in summary.items():
+        assert got["n"] == n
+        assert {"psnr", "ssim", "lpips", "psnr_gtmean", "ssim_gtmean", "ssim_rgb", "ssim_rgb_gtmean",
+                "lpips_gtmean"} <= set(got)
+        assert 0 < got["psnr"] < 100 and 0 < got["ssim"] <= 1 and 0 <= got["lpips"] < 1, (name, got)
+    assert summary["gamma"]["psnr"] > summary["input"]["psnr"]  # the references are brighter
+    rows = (tmp_path / "per_image.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 * n
+    assert (tmp_path / "grid.png").stat().st_size > 1_000
+
+
+@pytest.mark.shared
 def test_evaluate_command_reproduces_baselines(tmp_path, capsys) -> None:
     val = shared_dir() / "data" / "sice-lowlight" / "val"
     assert main(["evaluate", "--data", str(val), "--output", str(tmp_path), "--quiet"]) == 0
@@ -31,7 +52,7 @@ def test_evaluate_command_reproduces_baselines(tmp_path, capsys) -> None:
     assert (tmp_path / "grid.png").stat().st_size > 10_000
 
 
-def test_evaluate_rejects_unknown_method(tmp_path, capsys) -> None:
-    val = shared_dir() / "data" / "sice-lowlight" / "val"
+def test_evaluate_rejects_unknown_method(tmp_path, capsys, example_pairs) -> None:
+    val = example_pairs / "val"
     with pytest.raises(SystemExit):
         main(["evaluate", "--data", str(val), "--method", "nope"])

@@ -23,7 +23,7 @@ from llflow.io import read_image
 from llflow.model import checkpoint
 from llflow.preprocess import equalize_histogram_tensor
 
-from .conftest import tiny_llflow
+from .conftest import EXAMPLES, shared_dir, tiny_llflow
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -280,6 +280,7 @@ def _val_pair(shared: Path, name: str, size: int = 96) -> torch.Tensor:
     return torch.nn.functional.interpolate(rgb, size=(size, size), mode="area")
 
 
+@pytest.mark.shared
 def test_exposure_is_monotonic_on_val_images(default_model: Enhancer, shared: Path) -> None:
     """Brightness rises with EV on real val images, by about EV stops, without a colour cast
     (full sweep over the val split: experiments/exposure_sweep.py)."""
@@ -295,9 +296,14 @@ def test_exposure_is_monotonic_on_val_images(default_model: Enhancer, shared: Pa
             assert float((chroma[0] - chroma[1]).abs().max()) < 0.03, (name, ev, chroma)
 
 
-def test_tiling_with_the_trained_model(default_model: Enhancer, shared: Path) -> None:
-    """PSNR(tiled, untiled) on a real photo; the 2-4 MP measurement is experiments/tiling_psnr.py."""
-    image = read_image(shared / "data" / "real-lowlight" / "sci-easy" / "0016.png")
+@pytest.mark.parametrize("photo", [
+    pytest.param(("examples", "sci_2015_02057.jpg"), id="bundled"),
+    pytest.param(("shared", "data", "real-lowlight", "sci-easy", "0016.png"), marks=pytest.mark.shared, id="shared")])
+def test_tiling_with_the_trained_model(default_model: Enhancer, photo: tuple) -> None:
+    """PSNR(tiled, untiled) on a real photo (a bundled example, and one from ../shared); the 2-4 MP
+    measurement is experiments/tiling_psnr.py."""
+    root = EXAMPLES if photo[0] == "examples" else shared_dir()
+    image = read_image(root.joinpath(*photo[1:]))
     low = torch.from_numpy(image.rgb.astype(np.float32) / 255).permute(2, 0, 1)[None][..., :160, :256]
     whole = default_model.enhance_tensor(low, tile=0)
     tiled = default_model.enhance_tensor(low, tile=96, tile_pad=32)

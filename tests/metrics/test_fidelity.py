@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,27 +20,38 @@ from llflow.metrics import (
     ssim_rgb,
 )
 
+from ..conftest import brighten, example_photos, read_rgb, shared_dir
+from ..official import OFFICIAL, source_param
+
 
 @pytest.fixture(scope="module")
-def protocol(shared: Path) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
-    """The official evaluation-protocol fixture (shared/fixtures/official/metrics)."""
-    base = shared / "fixtures" / "official" / "metrics"
+def protocol() -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
+    """The official evaluation-protocol fixture (shared/fixtures/official/metrics, copied unchanged
+    into tests/fixtures/official/metrics)."""
+    base = OFFICIAL / "metrics"
     tensors = load_file(str(base / "eval_protocol.safetensors"))
     values = json.loads((base / "eval_protocol.json").read_text())
     return tensors, values
 
 
-@pytest.fixture(scope="module")
-def real_pairs(shared: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Two real val pairs (low, high), RGB uint8, cropped to keep the test fast."""
-    val = shared / "data" / "sice-lowlight" / "val"
+def _crop(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img[:200, :255])  # odd width on purpose
+
+
+@pytest.fixture(scope="module", params=[source_param("repo"), source_param("shared")])
+def real_pairs(request: pytest.FixtureRequest) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Two real pairs (low, high), RGB uint8, cropped to keep the test fast: with ``repo``, two
+    bundled example photos and a brightened copy of each; with ``shared``, two sice-lowlight val pairs."""
+    if request.param == "repo":
+        return [(_crop(low), _crop(brighten(low))) for low in map(read_rgb, example_photos()[:2])]
+    val = shared_dir() / "data" / "sice-lowlight" / "val"
     names = sorted(p.name for p in (val / "low").glob("*.jpg"))[:2]
     assert names, f"no JPEGs in {val / 'low'}"
     pairs = []
     for name in names:
         low = cv2.imread(str(val / "low" / name), cv2.IMREAD_COLOR)[..., ::-1]
         high = cv2.imread(str(val / "high" / name), cv2.IMREAD_COLOR)[..., ::-1]
-        pairs.append((np.ascontiguousarray(low[:200, :255]), np.ascontiguousarray(high[:200, :255])))
+        pairs.append((_crop(low), _crop(high)))
     return pairs
 
 

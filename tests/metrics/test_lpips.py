@@ -15,6 +15,9 @@ import torch
 import llflow.metrics.lpips as lp
 from llflow.metrics import evaluate_pair, float_to_uint8, gt_mean_rescale
 
+from ..conftest import shared_dir
+from ..official import FIXTURES, source_param
+
 
 @pytest.fixture(scope="module")
 def weights() -> Path:
@@ -24,27 +27,38 @@ def weights() -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def fixture_pairs(shared: Path) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
-    """The five LPIPS fixture pairs (dist, ref as N×H×W×3 RGB uint8) and expected.json."""
-    base = shared / "fixtures" / "lpips"
+def _pairs(base: Path) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
+    """The LPIPS fixture pairs in ``base`` (dist, ref as N×H×W×3 RGB uint8) and its expected.json."""
     spec = json.loads((base / "expected.json").read_text())
     names = sorted(spec["expected"])
-    read = lambda p: np.ascontiguousarray(cv2.imread(str(p), cv2.IMREAD_COLOR)[..., ::-1])  # noqa: E731
-    dist = np.stack([read(base / "dist" / f"{n}.png") for n in names])
-    ref = np.stack([read(base / "ref" / f"{n}.png") for n in names])
+
+    def read(kind: str, name: str) -> np.ndarray:
+        (path,) = [p for p in (base / kind).glob(f"{name}.*") if p.suffix in (".png", ".webp")]
+        return np.ascontiguousarray(cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1])
+
+    dist = np.stack([read("dist", n) for n in names])
+    ref = np.stack([read("ref", n) for n in names])
     return names, dist, ref, spec
 
 
-def test_official_values(weights, fixture_pairs):
-    names, dist, ref, spec = fixture_pairs
+@pytest.fixture(scope="module")
+def fixture_pairs() -> tuple[list[str], np.ndarray, np.ndarray, dict]:
+    """Two of the five official pairs, from the repository (tests/fixtures/lpips)."""
+    return _pairs(FIXTURES / "lpips")
+
+
+@pytest.mark.parametrize("source", [source_param("repo"), source_param("shared")])
+def test_official_values(weights, source):
+    """The official values: the repository's two pairs, and all five with the shared data."""
+    names, dist, ref, spec = _pairs(FIXTURES / "lpips" if source == "repo" else shared_dir() / "fixtures" / "lpips")
+    assert len(names) == (2 if source == "repo" else 5)
     got = lp.lpips_alex_batch(dist, ref, batch_size=5)
     for name, value in zip(names, got):
         assert value == pytest.approx(spec["expected"][name], abs=spec["tolerance"]), name
     # single-pair API, argument order and channel-first input give the same numbers
     assert lp.lpips_alex(dist[0], ref[0]) == pytest.approx(got[0], abs=1e-6)
     assert lp.lpips_alex(ref[1], dist[1]) == pytest.approx(got[1], abs=1e-6)
-    assert lp.lpips_alex(dist[2].transpose(2, 0, 1), ref[2].transpose(2, 0, 1)) == pytest.approx(got[2], abs=1e-6)
+    assert lp.lpips_alex(dist[-1].transpose(2, 0, 1), ref[-1].transpose(2, 0, 1)) == pytest.approx(got[-1], abs=1e-6)
 
 
 def test_identical_is_zero(weights, fixture_pairs):
@@ -131,13 +145,13 @@ def test_tensor_api_is_differentiable(weights):
 
 def test_evaluate_pair_with_lpips(weights, fixture_pairs):
     _, dist, ref, _ = fixture_pairs
-    out = dist[3].astype(np.float32) / 255.0 * 0.8 + 0.05  # a raw float "output", H×W×3
-    res = evaluate_pair(out, ref[3])
+    out = dist[-1].astype(np.float32) / 255.0 * 0.8 + 0.05  # a raw float "output", H×W×3
+    res = evaluate_pair(out, ref[-1])
     assert set(res) == {f"{k}{s}" for k in ("psnr", "ssim", "ssim_rgb", "lpips") for s in ("", "_gtmean")}
-    assert res["lpips"] == pytest.approx(lp.lpips_alex(float_to_uint8(out), ref[3]), abs=1e-6)
-    assert res["lpips_gtmean"] == pytest.approx(lp.lpips_alex(gt_mean_rescale(out, ref[3]), ref[3]), abs=1e-6)
+    assert res["lpips"] == pytest.approx(lp.lpips_alex(float_to_uint8(out), ref[-1]), abs=1e-6)
+    assert res["lpips_gtmean"] == pytest.approx(lp.lpips_alex(gt_mean_rescale(out, ref[-1]), ref[-1]), abs=1e-6)
     # torch tensors, channel-first, work the same
-    res_t = evaluate_pair(torch.from_numpy(out).permute(2, 0, 1), torch.from_numpy(ref[3]))
+    res_t = evaluate_pair(torch.from_numpy(out).permute(2, 0, 1), torch.from_numpy(ref[-1]))
     assert res_t == pytest.approx(res)
 
 

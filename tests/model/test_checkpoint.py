@@ -5,21 +5,18 @@ import collections
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from llflow import CheckpointError, LLFlow
 from llflow.model import checkpoint as ckpt
 
-from ..conftest import shared_dir
-
-
-def _official_state(name: str) -> dict[str, torch.Tensor]:
-    return load_file(str(shared_dir() / "fixtures" / "official" / name / "state_dict.safetensors"))
+from ..official import official_state
 
 
 @pytest.fixture(scope="module")
 def tiny_state() -> dict[str, torch.Tensor]:
-    return _official_state("tiny")
+    """The official tiny state dict from the repository (unused tensors zero-filled)."""
+    return official_state("tiny", "repo")
 
 
 def _outputs(model: LLFlow) -> torch.Tensor:
@@ -27,9 +24,11 @@ def _outputs(model: LLFlow) -> torch.Tensor:
     return model.enhance(low, clamp=False)
 
 
-@pytest.mark.parametrize("name,preset", [("tiny", "tiny"), ("lol_smallnet", "LOL_smallNet")])
-def test_official_pth_loads_with_detected_architecture(tmp_path, name: str, preset: str) -> None:
-    state = _official_state(name)
+@pytest.mark.parametrize("source,name,preset", [
+    pytest.param("repo", "tiny", "tiny", id="tiny"),
+    pytest.param("shared", "lol_smallnet", "LOL_smallNet", marks=pytest.mark.shared, id="lol_smallnet")])
+def test_official_pth_loads_with_detected_architecture(tmp_path, source: str, name: str, preset: str) -> None:
+    state = official_state(name, source)
     path = tmp_path / "official.pth"
     torch.save(state, path)
     model = LLFlow.from_pretrained(path)

@@ -1,9 +1,11 @@
 """The fast inference engine (llflow.model.fast) equals the reference path.
 
-fp32 against the reference modules on the official LOL_smallNet fixture weights (≤ 1e-5 relative to
-max|ref|, measured ~2e-6), fp64 against the official float64 outputs (≤ 1e-9), bf16 as a sanity
-check (relaxed tolerance: the fixture network has random weights and is strongly expansive in
-reverse, so this is a worst case), and that preparing an engine never changes training numerics.
+Each check runs on the official ``tiny`` fixture from the repository and, when the shared data is
+present (``shared`` mark), on the official LOL_smallNet fixture weights: fp32 against the reference
+modules (≤ 1e-5 relative to max|ref|, measured ~2e-6), fp64 against the official float64 outputs
+(≤ 1e-9), bf16 as a sanity check (relaxed tolerance: the fixture network has random weights and is
+strongly expansive in reverse, so this is a worst case), and that preparing an engine never changes
+training numerics.
 """
 from __future__ import annotations
 
@@ -12,26 +14,25 @@ from functools import lru_cache
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from llflow import LLFlow
 from llflow.model.fast import (InferenceModel, PreparedCondition, _add_identity, _div_add, mkldnn_fusion_available,
                                squeeze_cl, unsqueeze_cl)
 from llflow.model.flow import squeeze2d, unsqueeze2d
 
-from ..conftest import shared_dir
+from ..official import Reference, official_io, official_state, source_param
 
 FP32_TOL = 1e-5
-
-
-def _fixture(name: str, kind: str) -> dict[str, torch.Tensor]:
-    return load_file(str(shared_dir() / "fixtures" / "official" / name / f"{kind}.safetensors"))
+PRESET = {"lol_smallnet": "LOL_smallNet", "tiny": "tiny"}
+#: (fixture source, network): the repository's tiny fixture always, LOL_smallNet with ../shared.
+CASES = [source_param("repo", "tiny"), source_param("shared", "lol_smallnet")]
+NETWORK = {"repo": "tiny", "shared": "lol_smallnet"}
 
 
 @lru_cache(maxsize=None)
-def _model(name: str = "lol_smallnet") -> LLFlow:
-    model = LLFlow.from_config({"lol_smallnet": "LOL_smallNet", "tiny": "tiny"}[name])
-    model.load_state_dict(_fixture(name, "state_dict"))
+def _model(name: str, source: str) -> LLFlow:
+    model = LLFlow.from_config(PRESET[name])
+    model.load_state_dict(official_state(name, source))
     return model.eval()
 
 
@@ -49,15 +50,25 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(scope="module", params=CASES)
+def source(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def io64() -> dict[str, torch.Tensor]:
-    return _fixture("lol_smallnet", "io_float64")
+def name(source: str) -> str:
+    return NETWORK[source]
+
+
+@pytest.fixture(scope="module")
+def io64(source: str, name: str) -> Reference:
+    return official_io(name, "io_float64", source)
 
 
 @pytest.mark.parametrize("options", [{}, {"fused": False}, {"fused": False, "channels_last": False}],
                          ids=["fused-channels-last", "aten-channels-last", "aten-nchw"])
-def test_fp32_fast_path_equals_reference(io64: dict[str, torch.Tensor], options: dict) -> None:
-    model = _model()
+def test_fp32_fast_path_equals_reference(io64: Reference, name: str, source: str, options: dict) -> None:
+    model = _model(name, source)
     lq, eps = io64["input.lq"].float(), io64["sample.eps"].float()
     engine = model.prepare_for_inference("fp32", **options)
     with torch.no_grad():
@@ -71,23 +82,24 @@ def test_fp32_fast_path_equals_reference(io64: dict[str, torch.Tensor], options:
     torch.testing.assert_close(ld, ref_ld, rtol=FP32_TOL, atol=0)
     torch.testing.assert_close(sld, ref_sld, rtol=FP32_TOL, atol=0)
     # ... and therefore the official outputs, within the fixture tolerance
-    assert _rel(x, io64["rev0.x"]) <= FP32_TOL and _rel(s, io64["sample.x"]) <= FP32_TOL
+    assert _rel(io64.take("rev0.x", x), io64["rev0.x"]) <= FP32_TOL
+    assert _rel(io64.take("sample.x", s), io64["sample.x"]) <= FP32_TOL
 
 
-def test_fp64_engine_matches_official_float64(io64: dict[str, torch.Tensor]) -> None:
-    model = LLFlow.from_config("LOL_smallNet")
-    model.load_state_dict(_fixture("lol_smallnet", "state_dict"))
+def test_fp64_engine_matches_official_float64(io64: Reference, name: str, source: str) -> None:
+    model = LLFlow.from_config(PRESET[name])
+    model.load_state_dict(official_state(name, source))
     model = model.double().eval()
     engine = model.prepare_for_inference("fp64")
     x, ld = engine.reverse(io64["input.lq"])
     s, _ = engine.reverse(io64["input.lq"], temperature=0.8, eps=io64["sample.eps"])
-    assert _rel(x, io64["rev0.x"]) <= 1e-9
-    assert _rel(s, io64["sample.x"]) <= 1e-9
+    assert _rel(io64.take("rev0.x", x), io64["rev0.x"]) <= 1e-9
+    assert _rel(io64.take("sample.x", s), io64["sample.x"]) <= 1e-9
     torch.testing.assert_close(ld, io64["rev0.logdet"], rtol=1e-9, atol=0)
 
 
-def test_prepare_condition_and_decode(io64: dict[str, torch.Tensor]) -> None:
-    model = _model()
+def test_prepare_condition_and_decode(io64: Reference, name: str, source: str) -> None:
+    model = _model(name, source)
     lq, eps = io64["input.lq"].float(), io64["sample.eps"].float()
     engine = model.prepare_for_inference("fp32")
     prepared = engine.prepare_condition(lq, with_logdet=True)
@@ -111,9 +123,9 @@ def test_prepare_condition_and_decode(io64: dict[str, torch.Tensor]) -> None:
         engine.decode(prepared, z=torch.zeros(1, 192, 8, 12))
 
 
-def test_llflow_prepare_condition_api_follows_weight_changes(io64: dict[str, torch.Tensor]) -> None:
+def test_llflow_prepare_condition_api_follows_weight_changes(io64: Reference, source: str) -> None:
     model = LLFlow.from_config("tiny")
-    model.load_state_dict(_fixture("tiny", "state_dict"))
+    model.load_state_dict(official_state("tiny", source))
     model.eval()
     lq = io64["input.lq"].float()
     with torch.no_grad():
@@ -154,8 +166,8 @@ def test_preparing_does_not_touch_training_numerics() -> None:
     assert len(before) == len(state)
 
 
-def test_enhance_any_size_matches_reference() -> None:
-    model = _model()
+def test_enhance_any_size_matches_reference(name: str, source: str) -> None:
+    model = _model(name, source)
     low = torch.rand(1, 3, 37, 61, generator=torch.Generator().manual_seed(4)) * 0.3
     ref = model.enhance(low, clamp=False)
     out = model.prepare_for_inference("fp32").enhance(low, clamp=False)
@@ -165,10 +177,10 @@ def test_enhance_any_size_matches_reference() -> None:
     assert clamped.min() >= 0 and clamped.max() <= 1
 
 
-def test_bf16_sanity(io64: dict[str, torch.Tensor]) -> None:
+def test_bf16_sanity(io64: Reference, name: str, source: str) -> None:
     if not mkldnn_fusion_available(torch.device("cpu"), torch.bfloat16):
         pytest.skip("this CPU/PyTorch has no oneDNN bf16 support")
-    model = _model()
+    model = _model(name, source)
     lq = io64["input.lq"].float()
     with torch.no_grad():
         ref, ref_ld = model.reverse(lq)
@@ -182,7 +194,7 @@ def test_bf16_sanity(io64: dict[str, torch.Tensor]) -> None:
 
 
 def test_fp16_needs_a_gpu_and_bad_inputs_are_rejected() -> None:
-    model = _model("tiny")
+    model = _model("tiny", "repo")
     with pytest.raises(ValueError, match="GPU"):
         InferenceModel(model, precision="fp16", device="cpu")
     with pytest.raises(ValueError, match="unknown precision"):

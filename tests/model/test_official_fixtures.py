@@ -1,4 +1,8 @@
-"""Exactness against what the official LLFlow code computes (../shared/fixtures/official).
+"""Exactness against what the official LLFlow code computes (fixture README: shared/fixtures/official).
+
+Sources (tests/official.py): ``repo`` = the compact ``tiny`` subset in tests/fixtures (reference
+outputs on a pixel grid), always run; ``shared`` = the full files for ``tiny`` and ``lol_smallnet``
+(whole tensors), marked ``shared``.
 
 Tolerances follow the fixture README §5: float64 runs against io_float64 to 1e-9 relative to
 max|ref| (we reach ~1e-14); float32 runs against io_float64 to 1e-5·max|ref| for maps/latents and
@@ -10,30 +14,30 @@ from functools import lru_cache
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from llflow import LLFlow
 from llflow.model.encoder import stack_conditions
 from llflow.preprocess import make_condition
 
-from ..conftest import shared_dir
+from ..official import Reference, official_io, official_state, source_param
 
 CONFIGS = {"tiny": "tiny", "lol_smallnet": "LOL_smallNet"}
 SCALARS = {"rev0.logdet", "sample.logdet", "fwd.logdet", "fwd.logp_enc", "fwd.logp_gt", "fwd.nll_enc",
            "fwd.nll_gt", "dq.logdet", "dq.nll"}
 
 
-def _fixture(name: str, kind: str) -> dict[str, torch.Tensor]:
-    return load_file(str(shared_dir() / "fixtures" / "official" / name / f"{kind}.safetensors"))
+@lru_cache(maxsize=None)
+def _fixture(name: str, kind: str, source: str) -> Reference:
+    return official_io(name, kind, source)
 
 
 @lru_cache(maxsize=None)
-def computed(name: str, dtype_name: str) -> dict[str, torch.Tensor]:
+def computed(name: str, dtype_name: str, source: str) -> dict[str, torch.Tensor]:
     """Every fixture quantity, computed by our model from the fixture's weights and inputs."""
     dtype = getattr(torch, dtype_name)
-    io = _fixture(name, f"io_{dtype_name}")
+    io = _fixture(name, f"io_{dtype_name}", source)
     model = LLFlow.from_config(CONFIGS[name])
-    model.load_state_dict(_fixture(name, "state_dict"))
+    model.load_state_dict(official_state(name, source))
     model = model.to(dtype).eval()
     lq, gt = io["input.lq"].to(dtype), io["input.gt"].to(dtype)
     out: dict[str, torch.Tensor] = {}
@@ -88,25 +92,28 @@ def _per_layer(model: LLFlow, lq: torch.Tensor, gt: torch.Tensor) -> dict[str, t
 REFERENCE_OF = {"api.nll_enc": "fwd.nll_enc", "api.rev0.x": "rev0.x", "input.lq.rederived": "input.lq"}
 
 
-def _cases() -> list[tuple[str, str, str]]:
+def _cases() -> list:
     cases = []
     keys = ["enc.input12", "enc.color_map_in", "enc.noise_map", "enc.fea_up4", "enc.fea_up2", "enc.fea_up1",
             "enc.last_lr_fea", "enc.fea_up0", "enc.color_map", "cond.fea_up2", "cond.fea_up1", "cond.fea_up0",
             "prior.mean_enc", "prior.mean_gt", "rev0.x", "rev0.logdet", "sample.x", "sample.logdet", "fwd.z",
             "fwd.logdet", "fwd.logp_enc", "fwd.logp_gt", "fwd.nll_enc", "fwd.nll_gt", "dq.z", "dq.logdet",
             "dq.nll", "check.roundtrip_x", "api.nll_enc", "api.rev0.x", "input.lq.rederived"]
-    for name in CONFIGS:
+    for source, name in (("repo", "tiny"), ("shared", "tiny"), ("shared", "lol_smallnet")):
         blocks = [0, 1] if name == "tiny" else [1]
         for dtype in ("float64", "float32"):
             for key in keys + [f"enc.block_{b}" for b in blocks]:
-                cases.append((name, dtype, key))
+                marks = (pytest.mark.shared,) if source == "shared" else ()
+                cases.append(pytest.param(source, name, dtype, key, marks=marks, id=f"{source}-{name}-{dtype}-{key}"))
     return cases
 
 
-@pytest.mark.parametrize("name,dtype,key", _cases())
-def test_matches_official(name: str, dtype: str, key: str) -> None:
-    ours = computed(name, dtype)[key].double()
-    ref = _fixture(name, "io_float64")[REFERENCE_OF.get(key, key)].double()
+@pytest.mark.parametrize("source,name,dtype,key", _cases())
+def test_matches_official(source: str, name: str, dtype: str, key: str) -> None:
+    io = _fixture(name, "io_float64", source)
+    ref_key = REFERENCE_OF.get(key, key)
+    ours = io.take(ref_key, computed(name, dtype, source)[key]).double()
+    ref = io[ref_key].double()
     assert ours.shape == ref.shape
     rederived = key in REFERENCE_OF  # recomputes lq from uint8 images: ≤ 2.3e-8 relative (fixture README)
     if dtype == "float64":
@@ -122,21 +129,23 @@ def test_matches_official(name: str, dtype: str, key: str) -> None:
         assert err <= limit, f"{key}: error {err:.2e} relative to max|ref|"
 
 
+@pytest.mark.parametrize("source", [source_param(s) for s in ("repo", "shared")])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_tiny_per_layer(dtype: str) -> None:
-    ours = computed("tiny", dtype)
-    ref32 = _fixture("tiny", "io_float32")  # per-layer tensors exist in the float32 file only
+def test_tiny_per_layer(dtype: str, source: str) -> None:
+    ours = computed("tiny", dtype, source)
+    ref32 = _fixture("tiny", "io_float32", source)  # per-layer tensors exist in the float32 file only
     keys = [k for k in ref32 if k.startswith("layers.")]
     assert len(keys) == 4 * 15
     for key in keys:
         ref = ref32[key].double()
-        err = ((ours[key].double() - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+        err = ((ref32.take(key, ours[key]).double() - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
         assert err <= 1e-5, f"{key}: error {err:.2e} relative to max|ref|"
 
 
+@pytest.mark.shared
 def test_float64_is_essentially_exact() -> None:
-    ours = computed("lol_smallnet", "float64")
-    ref = _fixture("lol_smallnet", "io_float64")
+    ours = computed("lol_smallnet", "float64", "shared")
+    ref = _fixture("lol_smallnet", "io_float64", "shared")
     for key in ("rev0.x", "sample.x", "fwd.z"):
         err = ((ours[key] - ref[key]).abs().max() / ref[key].abs().max()).item()
         assert err < 1e-12, key

@@ -1,6 +1,7 @@
 """Presets and configuration: each released preset builds exactly the official key/shape set."""
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -10,14 +11,15 @@ import yaml
 from llflow import PRESETS, LLFlow, LLFlowConfig
 from llflow.model.config import detect_config, resolve_config
 
-from ..conftest import shared_dir
+from ..official import OFFICIAL
 
 MANIFESTS = {"LOL_smallNet": "LOL_smallNet", "LOL-pc": "LOL-pc", "LOLv2-pc": "LOLv2-pc"}
 
 
 def _manifest(name: str) -> dict:
-    path = shared_dir() / "fixtures" / "official" / "manifests" / f"{name}.state_dict_manifest.json"
-    return json.loads(path.read_text())
+    """The official key/shape manifest (shared/fixtures/official/manifests, gzip'd unchanged in the repo)."""
+    path = OFFICIAL / "manifests" / f"{name}.state_dict_manifest.json.gz"
+    return json.loads(gzip.decompress(path.read_bytes()))
 
 
 @pytest.mark.parametrize("preset", list(MANIFESTS))

@@ -1,4 +1,7 @@
-"""Training: the loop learns, resumes exactly after a kill, and torchrun processes match one process."""
+"""Training: the loop learns, resumes exactly after a kill, and torchrun processes match one process.
+
+Runs use small pairs built from the bundled example photos (``example_pairs``, tests/conftest.py);
+the tests marked ``shared`` use the real sice-lowlight pairs of ../shared."""
 from __future__ import annotations
 
 import json
@@ -24,8 +27,12 @@ from llflow.training.distributed import DistInfo
 from ..conftest import REPO, shared_dir
 
 
-def _config(tmp_path: Path, **overrides) -> dict:
-    data = shared_dir() / "data" / "sice-lowlight"
+def _sice() -> Path:
+    return shared_dir() / "data" / "sice-lowlight"
+
+
+def _config(tmp_path: Path, data: Path, **overrides) -> dict:
+    """A 12-iteration tiny-model run on ``data/train`` (a folder with train/ and val/ splits)."""
     raw = {
         "model": {"preset": "tiny"},
         "data": {"train": str(data / "train"), "val": None, "crop": 32, "batch_size": 4, "num_workers": 0},
@@ -76,8 +83,9 @@ def test_learning_rate_schedule() -> None:
     assert learning_rate(75, **kw) == pytest.approx(2.5e-4)
 
 
-def test_config_overrides_and_errors(tmp_path) -> None:
-    cfg = load_config(_write(tmp_path, _config(tmp_path)), ["optim.lr=1e-4", "data.crop=64", "optim.milestones=[0.5]"])
+def test_config_overrides_and_errors(tmp_path, example_pairs) -> None:
+    cfg = load_config(_write(tmp_path, _config(tmp_path, example_pairs)),
+                      ["optim.lr=1e-4", "data.crop=64", "optim.milestones=[0.5]"])
     assert cfg.optim.lr == 1e-4 and cfg.data.crop == 64 and cfg.optim.milestones == (0.5,)
     with pytest.raises(ValueError, match="optim.lrr"):
         config_from_dict({"optim": {"lrr": 1}})
@@ -102,16 +110,19 @@ def test_batch_plan_covers_epochs_and_splits_ranks() -> None:
         BatchPlan(10, 3, 1, 0, 1, DistInfo(0, 2))
 
 
-def test_holdout_validation_split(tmp_path) -> None:
-    cfg = config_from_dict(_config(tmp_path, **{"data.holdout": 10}))
+@pytest.mark.parametrize("source,holdout,left", [
+    ("repo", 4, 8), pytest.param("shared", 10, 203, marks=pytest.mark.shared)])
+def test_holdout_validation_split(tmp_path, example_pairs, source, holdout, left) -> None:
+    data = example_pairs if source == "repo" else _sice()
+    cfg = config_from_dict(_config(tmp_path, data, **{"data.holdout": holdout}))
     train, val = split_pairs(cfg)
-    assert len(val) == 10 and len(train) == 203 and not {p.name for p in train} & {p.name for p in val}
+    assert len(val) == holdout and len(train) == left and not {p.name for p in train} & {p.name for p in val}
     with pytest.raises(TrainingError, match="multiple of 8"):
-        split_pairs(config_from_dict(_config(tmp_path, **{"data.crop": 30})))
+        split_pairs(config_from_dict(_config(tmp_path, data, **{"data.crop": 30})))
 
 
-def test_synthetic_pairs_and_skipping_the_first_validation(tmp_path, monkeypatch) -> None:
-    raw = _config(tmp_path, **{"data.val": str(shared_dir() / "data" / "sice-lowlight" / "val"),
+def test_synthetic_pairs_and_skipping_the_first_validation(tmp_path, monkeypatch, example_pairs) -> None:
+    raw = _config(tmp_path, example_pairs, **{"data.val": str(example_pairs / "val"),
                                "data.synthetic_fraction": 0.5, "data.synthetic_exposure": [0.05, 0.1],
                                "optim.iterations": 2, "schedule.val_at_start": False})
     trainer = Trainer(config_from_dict(raw), device="cpu")
@@ -123,11 +134,12 @@ def test_synthetic_pairs_and_skipping_the_first_validation(tmp_path, monkeypatch
     trainer.train()
     assert validated == [2]  # only at the end, not on the starting weights
     with pytest.raises(ValueError, match="synthetic_fraction"):
-        Trainer(config_from_dict(_config(tmp_path, **{"data.synthetic_fraction": 2.0})), device="cpu")
+        Trainer(config_from_dict(_config(tmp_path, example_pairs, **{"data.synthetic_fraction": 2.0})),
+                device="cpu")
 
 
-def test_nonfinite_losses_stop_with_a_clear_message(tmp_path, monkeypatch) -> None:
-    cfg = config_from_dict(_config(tmp_path, **{"optim.max_nonfinite": 3}))
+def test_nonfinite_losses_stop_with_a_clear_message(tmp_path, monkeypatch, example_pairs) -> None:
+    cfg = config_from_dict(_config(tmp_path, example_pairs, **{"optim.max_nonfinite": 3}))
     trainer = Trainer(cfg, device="cpu")
     monkeypatch.setattr(trainer.objective, "forward", lambda *a, **k: torch.full((4,), float("nan")))
     with pytest.raises(TrainingError, match="3 consecutive non-finite losses at iteration 2"):
@@ -135,7 +147,7 @@ def test_nonfinite_losses_stop_with_a_clear_message(tmp_path, monkeypatch) -> No
     assert (Path(cfg.output) / "state.pt").exists()  # resumable after fixing the config
 
 
-def test_init_weights_fine_tune_from_a_checkpoint(tmp_path) -> None:
+def test_init_weights_fine_tune_from_a_checkpoint(tmp_path, example_pairs) -> None:
     from llflow import LLFlow
     from llflow.model.checkpoint import CheckpointError
 
@@ -143,18 +155,18 @@ def test_init_weights_fine_tune_from_a_checkpoint(tmp_path) -> None:
 
     source = tiny_llflow(perturb=0.05, seed=7)
     weights = source.save_pretrained(tmp_path / "start.safetensors")
-    trainer = Trainer(config_from_dict(_config(tmp_path, init=str(weights))), device="cpu")
+    trainer = Trainer(config_from_dict(_config(tmp_path, example_pairs, init=str(weights))), device="cpu")
     for name, value in source.state_dict().items():
         assert torch.equal(trainer.model.state_dict()[name], value), name
     other = LLFlow.from_config("LOL_smallNet").save_pretrained(tmp_path / "other.safetensors")
     with pytest.raises(CheckpointError, match="another architecture"):
-        Trainer(config_from_dict(_config(tmp_path, init=str(other))), device="cpu")
+        Trainer(config_from_dict(_config(tmp_path, example_pairs, init=str(other))), device="cpu")
 
 
-def test_weight_average_is_validated_exported_and_resumed(tmp_path, monkeypatch) -> None:
+def test_weight_average_is_validated_exported_and_resumed(tmp_path, monkeypatch, example_pairs) -> None:
     from llflow.training.trainer import WeightAverage
 
-    raw = _config(tmp_path, **{"optim.iterations": 3, "optim.ema_decay": 0.9, "schedule.ckpt_every": 3})
+    raw = _config(tmp_path, example_pairs, **{"optim.iterations": 3, "optim.ema_decay": 0.9, "schedule.ckpt_every": 3})
     trainer = Trainer(config_from_dict(raw), device="cpu")
     start = {k: v.clone() for k, v in trainer.model.named_parameters()}
     seen: list[dict[str, torch.Tensor]] = []
@@ -182,12 +194,14 @@ def test_weight_average_is_validated_exported_and_resumed(tmp_path, monkeypatch)
     for key, value in resumed.ema.model.state_dict().items():
         assert torch.equal(value, trainer.ema.model.state_dict()[key]), key
     with pytest.raises(TrainingError, match="ema_decay"):
-        Trainer(config_from_dict(_config(tmp_path, **{"optim.ema_decay": 1.5})), device="cpu")
+        Trainer(config_from_dict(_config(tmp_path, example_pairs, **{"optim.ema_decay": 1.5})), device="cpu")
 
 
 # ---------------------------------------------------------------------------------------- runs
-def test_smoke_training_lowers_val_nll_and_raises_psnr(tmp_path) -> None:
-    raw = _config(tmp_path, **{"data.val": str(shared_dir() / "data" / "sice-lowlight" / "val"),
+@pytest.mark.parametrize("source", ["repo", pytest.param("shared", marks=pytest.mark.shared)])
+def test_smoke_training_lowers_val_nll_and_raises_psnr(tmp_path, example_pairs, source) -> None:
+    data = example_pairs if source == "repo" else _sice()
+    raw = _config(tmp_path, data, **{"data.val": str(data / "val"),
                                "data.val_max_images": 2, "data.crop": 64, "optim.iterations": 60,
                                "schedule.val_every": 60, "schedule.ckpt_every": 60})
     out = _finish(_llflow("train", str(_write(tmp_path, raw))))
@@ -200,10 +214,10 @@ def test_smoke_training_lowers_val_nll_and_raises_psnr(tmp_path) -> None:
     assert (tmp_path / "run" / "train.csv").read_text().startswith("kind,iter")
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path) -> None:
-    straight = _write(tmp_path, _config(tmp_path / "a"), "a.yaml")
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, example_pairs) -> None:
+    straight = _write(tmp_path, _config(tmp_path / "a", example_pairs), "a.yaml")
     _finish(_llflow("train", str(straight)))
-    killed_cfg = _write(tmp_path, _config(tmp_path / "b"), "b.yaml")
+    killed_cfg = _write(tmp_path, _config(tmp_path / "b", example_pairs), "b.yaml")
     proc = _llflow("train", str(killed_cfg))
     state = tmp_path / "b" / "run" / "state.pt"
     deadline = time.time() + 240
@@ -228,9 +242,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_two_processes_match_one_process(tmp_path) -> None:
-    raw = _config(tmp_path / "ddp", **{"optim.iterations": 4})
-    single = _config(tmp_path / "one", **{"optim.iterations": 4})
+def test_torchrun_two_processes_match_one_process(tmp_path, example_pairs) -> None:
+    raw = _config(tmp_path / "ddp", example_pairs, **{"optim.iterations": 4})
+    single = _config(tmp_path / "one", example_pairs, **{"optim.iterations": 4})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
            "-m", "llflow", "train", str(_write(tmp_path, raw, "ddp.yaml")), "--device", "cpu"]
