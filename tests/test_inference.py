@@ -16,9 +16,10 @@ import torch
 
 import llflow
 from llflow import LLFlow
-from llflow.inference import (MEMORY_BUDGET_ENV, Enhancer, _linear_luminance, auto_tile_size, check_precision,
+from llflow.inference import (MEMORY_BUDGET_ENV, Enhancer, _linear_luminance, auto_tile_size,
                               estimate_bytes_per_pixel, exposure_shift, load_model, plan_tiles, resolve_device,
                               uncertainty_from_samples)
+from llflow.runtime import resolve_precision
 from llflow.io import read_image
 from llflow.model import checkpoint
 from llflow.preprocess import equalize_histogram_tensor
@@ -88,9 +89,9 @@ def test_device_and_precision_checks() -> None:
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
-        check_precision("fp16", torch.device("cpu"))
+        resolve_precision("fp16", torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown precision"):
-        check_precision("int8", torch.device("cpu"))
+        resolve_precision("int8", torch.device("cpu"))
 
 
 def test_bf16_on_cpu_is_close_to_fp32(tiny_net: LLFlow, tiny: Enhancer) -> None:
@@ -178,27 +179,39 @@ def test_exposure_zero_is_exact_and_shifts_the_latent(tiny: Enhancer, low_np: np
     offset = shift.offset(37, 45)
     assert offset.shape == (1, 192, 5, 6) and torch.equal(offset[..., 2, 3], offset[..., 0, 0])
     assert llflow.enhance(small[0].permute(1, 2, 0).numpy(), exposure=0.5, model=tiny).shape == (16, 24, 3)
-    assert tiny.last_exposure is not None and tiny.last_exposure.amplitude == shift.amplitude
+    result = tiny.run(small, exposure=0.5)  # the shift used is returned, not kept on the enhancer
+    assert result.exposure is not None and result.exposure.amplitude == shift.amplitude
+    assert "last_exposure" not in vars(tiny)
 
 
 # --------------------------------------------------------------------------------------- tiling
-class PointwiseEnhancer(Enhancer):
-    """A stand-in network that is exactly pointwise in (low, histeq, latent offset), so tiled and
+class PointwiseEngine:
+    """A stand-in engine that is exactly pointwise in (low, histeq, latent offset), so tiled and
     untiled results must agree *exactly* when the slices of histeq and the latent line up."""
 
-    calls: int = 0
+    name = "pointwise"
+    device = torch.device("cpu")
+    dtype = torch.float32
 
-    def _forward_many(self, low: torch.Tensor, histeq: torch.Tensor,
-                      offsets: Sequence[Optional[torch.Tensor]]) -> List[torch.Tensor]:
-        type(self).calls += 1
-        h, w = low.shape[-2:]
-        outs = []
-        for offset in offsets:
-            z = torch.zeros(1, 3, h, w)
-            if offset is not None:
-                z = offset[:, :3].repeat_interleave(8, -2).repeat_interleave(8, -1)[..., :h, :w]
-            outs.append(torch.sigmoid(low * 3 + histeq - 0.5 + z))
-        return outs
+    def __init__(self) -> None:
+        self.calls = 0
+        self.conditions: List[torch.Tensor] = []
+
+    def prepare(self, condition: torch.Tensor, uses: int = 1) -> torch.Tensor:
+        self.calls += 1
+        self.conditions.append(condition)
+        return condition
+
+    def decode(self, prepared: torch.Tensor, offset: Optional[torch.Tensor] = None) -> torch.Tensor:
+        low, histeq = torch.exp(prepared[:, :3]) - 1e-3, prepared[:, 3:]
+        z = torch.zeros_like(low)
+        if offset is not None:
+            z = offset[:, :3].repeat_interleave(8, -2).repeat_interleave(8, -1)
+        return torch.sigmoid(low * 3 + histeq - 0.5 + z)
+
+
+def pointwise_enhancer(net: LLFlow) -> Enhancer:
+    return Enhancer(net, torch.device("cpu"), engine=PointwiseEngine())
 
 
 def test_plan_tiles_cover_with_origins_on_multiples_of_8() -> None:
@@ -215,7 +228,7 @@ def test_plan_tiles_cover_with_origins_on_multiples_of_8() -> None:
 
 @pytest.mark.parametrize("tile,pad", [(32, 16), (48, 8), (24, 32)])
 def test_tiled_equals_untiled_for_a_pointwise_network(tiny_net: LLFlow, tile: int, pad: int) -> None:
-    fake = PointwiseEnhancer(tiny_net, torch.device("cpu"))
+    fake = pointwise_enhancer(tiny_net)
     low = torch.rand(1, 3, 75, 101, generator=torch.Generator().manual_seed(0)) * 0.4
     for temperature, exposure in [(0.0, 0.0), (0.8, 0.5)]:
         whole = fake.enhance_tensor(low, temperature, exposure, torch.Generator().manual_seed(7), tile=0)
@@ -229,16 +242,11 @@ def test_tiled_equals_untiled_for_a_pointwise_network(tiny_net: LLFlow, tile: in
 
 
 def test_histeq_is_taken_on_the_whole_image_when_tiling(tiny_net: LLFlow) -> None:
-    seen = []
-
-    class Spy(Enhancer):
-        def _forward_many(self, low, histeq, offsets):  # type: ignore[no-untyped-def]
-            seen.append(histeq)
-            return [low for _ in offsets]
-
+    engine = PointwiseEngine()
     low = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 0.3
     low[..., :32, :] *= 0.2  # tiles with very different histograms
-    Spy(tiny_net, torch.device("cpu")).decode(low, tile=32, tile_pad=0)
+    Enhancer(tiny_net, torch.device("cpu"), engine=engine).decode(low, tile=32, tile_pad=0)
+    seen = [condition[:, 3:] for condition in engine.conditions]  # the condition's histeq half
     full = equalize_histogram_tensor(low)
     assert torch.equal(seen[0], full[..., :32, :32]) and torch.equal(seen[3], full[..., 32:, 32:])
 
@@ -251,23 +259,24 @@ def test_tiled_real_network_matches_untiled(tiny: Enhancer) -> None:
 
 
 def test_automatic_tiling_under_a_small_memory_budget(tiny_net: LLFlow, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = PointwiseEnhancer(tiny_net, torch.device("cpu"))
+    fake = pointwise_enhancer(tiny_net)
+    engine = fake.engine
     bpp = fake.bytes_per_pixel()
     assert bpp == estimate_bytes_per_pixel(tiny_net.config) and 500 < bpp < 2000
     assert estimate_bytes_per_pixel(tiny_net.config, "bf16") == 2 * bpp
     assert auto_tile_size(100, 100, bpp, budget=10**12) is None
     assert auto_tile_size(4000, 3000, bpp, budget=int(bpp * 300**2), pad=32) == 232
     low = torch.rand(1, 3, 160, 160) * 0.3
-    PointwiseEnhancer.calls = 0
+    engine.calls = 0
     fake.decode(low)  # plenty of memory: one call
-    assert PointwiseEnhancer.calls == 1
+    assert engine.calls == 1
     monkeypatch.setenv(MEMORY_BUDGET_ENV, str(int(bpp * 140**2)))  # (64 + 2·32)² fits, 160² does not
-    PointwiseEnhancer.calls = 0
+    engine.calls = 0
     fake.decode(low, tile_pad=32)
-    assert PointwiseEnhancer.calls == 9  # 64-pixel tiles, 3 × 3
-    PointwiseEnhancer.calls = 0
+    assert engine.calls == 9  # 64-pixel tiles, 3 × 3
+    engine.calls = 0
     fake.decode(low, tile=0)  # 0: never tile
-    assert PointwiseEnhancer.calls == 1
+    assert engine.calls == 1
     monkeypatch.setenv(MEMORY_BUDGET_ENV, "lots")
     with pytest.raises(ValueError, match=MEMORY_BUDGET_ENV):
         fake.decode(low)

@@ -47,10 +47,10 @@ import cv2
 import numpy as np
 import torch
 
-from ..inference import (DEFAULT_TILE_PAD, EXPOSURE_NOTE_EV, SAMPLE_TEMPERATURE, UNCERTAINTY_FULL_SCALE, Enhancer,
-                         uncertainty_from_samples)
+from ..inference import DEFAULT_TILE_PAD, SAMPLE_TEMPERATURE, UNCERTAINTY_FULL_SCALE, Enhancer
 from ..io import IMAGE_EXTENSIONS, ImageReadError, ImageWriteError, read_image, write_image
-from ..preprocess import equalize_histogram_tensor, to_float32, to_uint8
+from ..preprocess import to_float32, to_uint8
+from ..request import Request, run_request
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
@@ -515,20 +515,23 @@ class DemoApp:
                 self.log(f"llflow demo: job {job.id} ({job.upload.name}): {error}")
 
     def _run(self, job: Job) -> None:
-        """Enhance (tiled as needed), sample, build the uncertainty map, write every file."""
+        """Enhance (tiled as needed), sample, build the uncertainty map (:func:`llflow.request.run_request`),
+        write every file."""
         cfg, enhancer = self.config, self.enhancer
         n = job.samples
-        sample_tau = job.temperature if job.temperature > 0 else SAMPLE_TEMPERATURE
+        request = Request(temperature=job.temperature, samples=n, exposure=job.exposure, seed=cfg.seed,
+                          uncertainty=n > 1, tile=cfg.tile, tile_pad=cfg.tile_pad)
         main_is_sample = n > 1 and job.temperature > 0   # then the result is sample 0
-        decodes = (0 if main_is_sample else 1) + (n if n > 1 else 0)
-        units = decodes + (1 if job.exposure else 0) + 0.5  # + reading and writing
-        done = [0.0]
+        stages = {"exposure": f"finding the {job.exposure:+g} EV exposure shift", "samples": f"{n} samples",
+                  "enhancing": "enhancing"}
+        units = (0 if main_is_sample else 1) + (1 if n > 1 else 0) + (1 if job.exposure else 0) + 0.5
+        done = [-1.0]  # the first stage starts at 0
 
         def step(stage: str, fraction: float = 0.0) -> None:
             if job.cancel or self.stopping:
                 raise _Cancelled()
             job.stage = stage
-            job.progress = min(0.99, (done[0] + fraction) / units)
+            job.progress = min(0.99, (max(done[0], 0.0) + fraction) / units)
 
         class TileProgress:
             def __init__(self, total: int, stage: str) -> None:
@@ -542,41 +545,24 @@ class DemoApp:
             def close(self) -> None:
                 pass
 
-        def decode(offset: Optional[torch.Tensor], stage: str) -> torch.Tensor:
-            step(stage)
-            out = enhancer.decode(low, offset, histeq, tile=cfg.tile, tile_pad=cfg.tile_pad,
-                                  progress=lambda total, _desc: TileProgress(total, stage))
+        def on_stage(name: str) -> Any:
             done[0] += 1
-            return out
+            label = stages.get(name, name)
+            step(label)
+            return lambda total, _desc: TileProgress(total, label)
 
         step("reading the image")
         image = read_image(job.upload.source)
         low = torch.from_numpy(to_float32(image.rgb)).permute(2, 0, 1)[None]
-        histeq = equalize_histogram_tensor(low)
-        enhancer.last_exposure = None
-        notes: List[str] = []
-
-        def offsets(count: int, tau: float) -> List[Optional[torch.Tensor]]:
-            generator = torch.Generator().manual_seed(cfg.seed)
-            return enhancer.latent_offsets(low, count, tau, job.exposure, generator)
-
-        if job.exposure:
-            step(f"finding the {job.exposure:+g} EV exposure shift")
-            offsets(1, 0.0)  # cached inside the enhancer for the calls below
-            done[0] += 1
-            shift = enhancer.last_exposure
-            if shift is not None and abs(shift.achieved_ev - job.exposure) > EXPOSURE_NOTE_EV:
-                notes.append(f"Exposure {job.exposure:+g} EV reached only {shift.achieved_ev:+.2f} EV: the "
-                             "model's brightness saturates there.")
-        samples: List[torch.Tensor] = []
-        if n > 1:
-            if job.temperature == 0:
-                notes.append(f"Samples and the uncertainty map use τ = {sample_tau:g} (at τ = 0 all samples "
-                             "would be the same image).")
-            for i, offset in enumerate(offsets(n, sample_tau)):
-                samples.append(decode(offset, f"sample {i + 1} of {n}"))
-        result = samples[0] if main_is_sample else decode(offsets(1, job.temperature)[0], "enhancing")
-        achieved = enhancer.last_exposure.achieved_ev if enhancer.last_exposure is not None else 0.0
+        outcome = run_request(enhancer, low, request, stage=on_stage)
+        notes = [note[0].upper() + note[1:] + "." for note in (outcome.exposure_note, outcome.out_of_range_note) if note]
+        if n > 1 and job.temperature == 0:
+            notes.append(f"Samples and the uncertainty map use τ = {request.sample_temperature:g} (at τ = 0 all "
+                         "samples would be the same image).")
+        samples, result = outcome.samples, outcome.main
+        assert result is not None
+        achieved = outcome.exposure.achieved_ev if outcome.exposure is not None else 0.0
+        sample_tau = request.sample_temperature
 
         step("writing the results", 0.0)
         files: Dict[str, Tuple[Path, str]] = {}
@@ -596,13 +582,13 @@ class DemoApp:
             sample_items.append({"index": i, "preview": self._url(job, f"sample-{i}-preview"),
                                  "download": self._url(job, f"sample-{i}", True)})
         uncertainty = None
-        if samples:
-            std = uncertainty_from_samples(samples)[0, 0].numpy()
+        if outcome.uncertainty is not None:
+            std = outcome.uncertainty
             coloured, top = colour_map(std)
             save("uncertainty", coloured, _download_name(name, "_llflow_uncertainty"))
             files["uncertainty-raw"] = (
-                write_image(folder / "uncertainty-raw.png", np.clip(std / UNCERTAINTY_FULL_SCALE, 0, 1),
-                            bit_depth=16), _download_name(name, "_llflow_uncertainty16"))
+                write_image(folder / "uncertainty-raw.png", outcome.uncertainty16, bit_depth=16),
+                _download_name(name, "_llflow_uncertainty16"))
             uncertainty = {"preview": self._url(job, "uncertainty-preview"),
                            "download": self._url(job, "uncertainty", True),
                            "raw": self._url(job, "uncertainty-raw", True),
@@ -620,6 +606,7 @@ class DemoApp:
                 "achieved_ev": round(achieved, 3), "samples": sample_items, "sample_temperature":
                     sample_tau if samples else None, "uncertainty": uncertainty, "notes": notes,
                 "input_mean": round(float(low.mean()), 5), "result_mean": round(float(result.mean()), 5),
+                "out_of_range": round(outcome.out_of_range, 6),
             }
 
     @staticmethod

@@ -38,26 +38,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import runtime
+from ..preprocess import image_condition
 from .encoder import ConditionEncoder, ResidualDenseBlock
-from .flow import ConvActNorm, Conv2dZeros, FlowStep, Squeeze
+from .flow import ConvActNorm, Conv2dZeros, FlowStep, Squeeze, squeeze2d, unsqueeze2d
+from .prior import latent_offset
 
 if TYPE_CHECKING:  # pragma: no cover
     from .llflow import LLFlow
 
-PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
+#: The engine's compute types: the runtime's precisions plus fp64, used only for exactness checks.
+ENGINE_DTYPES = {**runtime.DTYPES, "fp64": torch.float64}
 CHANNELS_LAST = torch.channels_last
 
 
-def resolve_precision(precision: str | torch.dtype) -> torch.dtype:
-    """``"fp32"|"bf16"|"fp16"`` (or a dtype) → dtype."""
+def engine_dtype(precision: str | torch.dtype) -> torch.dtype:
+    """``"fp32"|"bf16"|"fp16"|"fp64"`` (or such a dtype) → dtype. ``auto`` is decided before this,
+    by :func:`llflow.runtime.resolve_precision`."""
     if isinstance(precision, torch.dtype):
-        if precision not in PRECISION_DTYPES.values():
+        if precision not in ENGINE_DTYPES.values():
             raise ValueError(f"unsupported precision {precision}; use float32, bfloat16, float16 or float64")
         return precision
     name = str(precision).lower()
-    if name not in PRECISION_DTYPES:
+    if name not in ENGINE_DTYPES:
         raise ValueError(f"unknown precision '{precision}'; use fp32, bf16, fp16 (GPU) or fp64")
-    return PRECISION_DTYPES[name]
+    return ENGINE_DTYPES[name]
 
 
 def mkldnn_fusion_available(device: torch.device, dtype: torch.dtype) -> bool:
@@ -72,17 +77,6 @@ def mkldnn_fusion_available(device: torch.device, dtype: torch.dtype) -> bool:
         except (AttributeError, RuntimeError):  # pragma: no cover - very old builds
             return False
     return True
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16), i.e. bf16
-    convolutions run at about twice the fp32 rate instead of being emulated."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
-    except OSError:  # pragma: no cover - not Linux: trust oneDNN's own check
-        return mkldnn_fusion_available(torch.device("cpu"), torch.bfloat16)
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,8 +354,8 @@ class InferenceModel:
                  device: Optional[torch.device | str] = None, channels_last: bool = True,
                  fused: bool = True, dense_workspace: bool = True, fold_residuals: bool = True) -> None:
         self.config = model.config
-        self.dtype = resolve_precision(precision)
-        self.precision = {v: k for k, v in PRECISION_DTYPES.items()}[self.dtype]
+        self.dtype = engine_dtype(precision)
+        self.precision = {v: k for k, v in ENGINE_DTYPES.items()}[self.dtype]
         self.device = torch.device(device) if device is not None else model.device
         if self.dtype == torch.float16 and self.device.type == "cpu":
             raise ValueError("precision fp16 needs a GPU; on the CPU use bf16 or fp32")
@@ -566,10 +560,9 @@ class InferenceModel:
 
     def _latent(self, mean: Tensor, z: Optional[Tensor], temperature: float, eps: Optional[Tensor],
                 generator: Optional[torch.Generator]) -> Tensor:
-        from .llflow import LLFlow
-
         if z is None:
-            z = LLFlow.sample_latent(mean, temperature, eps, generator)
+            offset = latent_offset(tuple(mean.shape), temperature, eps, generator, mean.dtype, mean.device)
+            z = mean if offset is None else mean + offset
         elif z.shape != mean.shape:
             raise ValueError(f"z has shape {tuple(z.shape)}, expected {tuple(mean.shape)}")
         return self._layout(z.to(self.device), self.acc_dtype)
@@ -648,8 +641,6 @@ class InferenceModel:
                 generator: Optional[torch.Generator] = None, clamp: bool = True,
                 histeq: Optional[Tensor] = None) -> Tensor:
         """Same contract as :meth:`LLFlow.enhance` (any size; hist-eq on the unpadded image)."""
-        from .llflow import image_condition
-
         lq = image_condition(low, histeq, self.config.multiple, self.acc_dtype, self.device)
         h, w = low.shape[-2:]
         out = self.forward_image(lq, temperature=temperature, eps=eps, generator=generator)[..., :h, :w]
@@ -675,17 +666,8 @@ class InferenceModel:
                 f"channels_last={self.channels_last})")
 
 
-def _squeeze_nchw(x: Tensor, factor: int) -> Tensor:
-    from .flow import squeeze2d
-
-    return squeeze2d(x, factor)
+_squeeze_nchw, _unsqueeze_nchw = squeeze2d, unsqueeze2d
 
 
-def _unsqueeze_nchw(x: Tensor, factor: int) -> Tensor:
-    from .flow import unsqueeze2d
-
-    return unsqueeze2d(x, factor)
-
-
-__all__ = ["InferenceModel", "PreparedCondition", "StepCondition", "FusedConv", "resolve_precision",
-           "mkldnn_fusion_available", "cpu_has_native_bf16", "squeeze_cl", "unsqueeze_cl"]
+__all__ = ["InferenceModel", "PreparedCondition", "StepCondition", "FusedConv", "engine_dtype",
+           "mkldnn_fusion_available", "squeeze_cl", "unsqueeze_cl"]
