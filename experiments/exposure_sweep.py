@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from llflow.inference import load_model
 from llflow.io import read_image
 from llflow.model import LLFlow
-from llflow.model.llflow import pad_to_multiple
+from llflow.preprocess import pad_to_multiple
 from llflow.preprocess import equalize_histogram_tensor, make_condition
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .io.atomic import atomic_write
 from .model import LLFlow
 from .model.prior import latent_offset
 from .preprocess import image_condition
@@ -72,13 +73,7 @@ def cached_export(model: LLFlow, directory: Optional[PathLike] = None) -> Path:
     path = folder / f"llflow-{weights_key(model)}.onnx"
     if path.is_file():
         return path
-    partial = folder / f".{path.stem}.{os.getpid()}.partial.onnx"
-    try:
-        export_onnx(model, partial, with_eps=True, check=True)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: export_onnx(model, tmp, with_eps=True, check=True))
 
 
 class OrtEngine:

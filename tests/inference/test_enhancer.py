@@ -42,10 +42,6 @@ class ConstantEngine:
         return out
 
 
-@pytest.fixture(scope="module")
-def tiny_net() -> llflow.LLFlow:
-    return tiny_llflow()
-
 
 def test_a_fake_engine_is_padded_cropped_and_clamped_by_the_enhancer(tiny_net: llflow.LLFlow) -> None:
     engine = ConstantEngine(value=1.25)

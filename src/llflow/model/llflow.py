@@ -6,15 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..preprocess import equalize_histogram_tensor, image_condition, make_condition, pad_to_multiple  # noqa: F401
+from ..preprocess import equalize_histogram_tensor, make_condition, pad_to_multiple
 from .config import ConfigLike, LLFlowConfig, resolve_config
 from .encoder import ConditionEncoder, EncoderOutput, stack_conditions
 from .flow import ActNorm2d, ConditionalFlow
-from .prior import (bits_per_pixel, dequantize as dequantize_gt, gaussian_log_prob, latent_offset,  # noqa: F401
-                    prior_mean, reference_prior_mean)
+from .prior import (bits_per_pixel, dequantize as dequantize_gt, gaussian_log_prob, latent_offset, prior_mean,
+                    reference_prior_mean)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fast import InferenceModel, PreparedCondition

@@ -27,12 +27,13 @@ import torch
 
 import llflow
 from llflow.cli import main
-from llflow.demo.server import DemoApp, DemoConfig, DemoServer, colour_map, probe_size
+from llflow.demo.server import DemoApp, DemoConfig, DemoServer, colour_map
+from llflow.io import image_size
 from llflow.inference import load_model
 
-from .conftest import tiny_llflow
+from ..conftest import tiny_llflow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 #: A small, dark, real photo in ../shared (326×326 BMP, mean 0.05): one model call takes ~1 s on one thread.
 BROWSER_PHOTO = ("data", "real-lowlight", "lime", "6.bmp")
@@ -41,12 +42,7 @@ EXAMPLES = REPO / "src" / "llflow" / "examples"
 CROP_SOURCE = EXAMPLES / "lol_1.png"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _luminance(rgb: np.ndarray) -> float:
@@ -342,7 +338,7 @@ def test_retention_cap_deletes_old_files(enhancer: llflow.Enhancer, crop: np.nda
 
 
 def test_out_of_range_result_is_reported_in_the_job(crop: np.ndarray) -> None:
-    from .inference.test_enhancer import ConstantEngine
+    from ..inference.test_enhancer import ConstantEngine
 
     broken = llflow.Enhancer(tiny_llflow(), torch.device("cpu"), engine=ConstantEngine(bad=0.05))
     app = DemoApp(broken, DemoConfig(), log=lambda message: None)
@@ -366,8 +362,8 @@ def test_probe_size_and_colour_map() -> None:
     rgb = np.zeros((37, 53, 3), np.uint8)
     for ext in (".png", ".jpg", ".bmp", ".webp"):
         ok, data = cv2.imencode(ext, rgb)
-        assert ok and probe_size(data.tobytes()) == (53, 37), ext
-    assert probe_size(b"just text") is None
+        assert ok and image_size(data.tobytes()) == (53, 37), ext
+    assert image_size(b"just text") is None
     coloured, top = colour_map(np.linspace(0, 0.1, 100, dtype=np.float32).reshape(10, 10))
     assert coloured.shape == (10, 10, 3) and coloured.dtype == np.uint8 and 0.09 < top <= 0.1
 

@@ -24,7 +24,7 @@ from llflow.inference import Enhancer
 from llflow.io import read_image, write_image
 from llflow.model import checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -206,9 +206,9 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path: Path, tiny_path: Pat
     def interrupted_fsync(fd: int) -> None:
         raise KeyboardInterrupt
 
-    import llflow.io
+    import llflow.io.atomic
 
-    monkeypatch.setattr(llflow.io.os, "fsync", interrupted_fsync)
+    monkeypatch.setattr(llflow.io.atomic.os, "fsync", interrupted_fsync)
     code, _, err = run([str(tmp_path / "a.png"), "-o", str(out), "--model", str(tiny_path)], capsys)
     assert code == 130 and "interrupted" in err
     assert list(out.iterdir()) == []  # neither a truncated output nor a temporary file
