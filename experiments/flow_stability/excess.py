@@ -19,6 +19,7 @@ import torch
 from llflow import LLFlow
 from llflow.io import list_images
 from llflow.model.encoder import stack_conditions
+from llflow.model.guard import trace_division_terms
 from llflow.preprocess import image_condition
 
 from diagnose import load  # noqa: E402
@@ -30,7 +31,6 @@ def excess_per_layer(model: LLFlow, low: torch.Tensor, widths: dict, centres: di
     lq = image_condition(low, None, model.config.multiple, torch.float32)
     enc = model.encode(lq)
     conds = stack_conditions(enc)
-    flow = model.flowUpsamplerNet
     z = model.prior_mean(enc)
     excess = {}
 
@@ -39,21 +39,7 @@ def excess_per_layer(model: LLFlow, low: torch.Tensor, widths: dict, centres: di
         e = torch.nan_to_num(((t - centre).abs() - half) / (2 * half), nan=float("inf"))
         excess[f"{key[0]}.{key[1]}"] = max(0.0, float(e.max()))
 
-    for index in reversed(range(len(flow.layers))):
-        layer, level = flow.layers[index], flow.level_of_layer[index]
-        affine = getattr(layer, "affine", None)
-        if affine is None:
-            z, _ = layer.inverse(z, conds.get(level))
-            continue
-        z1, z2 = z[:, :affine.channels_first], z[:, affine.channels_first:]
-        shift, scale = affine.coupling(z1, conds[level])
-        beyond((index, "coupling"), z2 / scale)
-        z2 = z2 / scale - shift
-        shift_f, scale_f = affine.injector(conds[level])
-        term = torch.cat([z1, z2], dim=1) / scale_f
-        beyond((index, "injector"), term)
-        z, _ = layer.invconv.inverse(term - shift_f)
-        z, _ = layer.actnorm.inverse(z)
+    z = trace_division_terms(model, conds, z, beyond)
     return excess, z
 
 

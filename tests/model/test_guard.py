@@ -75,6 +75,9 @@ def test_guard_bounds_an_exploding_inverse_in_every_engine(tmp_path) -> None:
                "fast": model.prepare_for_inference("fp32").enhance(low, clamp=False),
                "fast-fp64": model.double().prepare_for_inference("fp64").enhance(low.double(), clamp=False).float()}
     model.float()
+    # bf16 runs the sub-networks in bf16 but the divisions (and the guard) in fp32: bounded too.
+    bf16 = model.prepare_for_inference("bf16", fused=False).enhance(low, clamp=False)
+    assert torch.isfinite(bf16).all() and bf16.abs().max() < 1e3
     pytest.importorskip("onnxruntime")
     from llflow.export import OnnxEnhancer, export_onnx
 

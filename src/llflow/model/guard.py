@@ -21,7 +21,7 @@ garbage: measure ranges with :func:`measure_guard` for such weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -100,6 +100,30 @@ class _RangeMeter:
         self.low[key], self.high[key] = lo, hi
 
 
+def trace_division_terms(model: "LLFlow", conds: dict[int, Tensor], z: Tensor,
+                         visit: Callable[[tuple[int, str], Tensor], None]) -> Tensor:
+    """The unguarded reverse pass from the latent ``z`` with the level conditions ``conds``, calling
+    ``visit((layer, term), quotient)`` for both division terms of every conditional step; returns
+    the raw image."""
+    flow = model.flowUpsamplerNet
+    for index in reversed(range(len(flow.layers))):
+        layer, level = flow.layers[index], flow.level_of_layer[index]
+        affine = getattr(layer, "affine", None)
+        if affine is None:
+            z, _ = layer.inverse(z, conds.get(level))
+            continue
+        z1, z2 = z[:, :affine.channels_first], z[:, affine.channels_first:]
+        shift, scale = affine.coupling(z1, conds[level])
+        quotient = z2 / scale
+        visit((index, "coupling"), quotient)
+        shift_f, scale_f = affine.injector(conds[level])
+        quotient = torch.cat([z1, quotient - shift], dim=1) / scale_f
+        visit((index, "injector"), quotient)
+        z, _ = layer.invconv.inverse(quotient - shift_f)
+        z, _ = layer.actnorm.inverse(z)
+    return z
+
+
 @torch.no_grad()
 def measure_guard(model: "LLFlow", pairs: Iterable[tuple[Tensor, Tensor]], margin: float = DEFAULT_MARGIN) -> InverseGuard:
     """Ranges of the division terms of every conditional affine layer on ``pairs`` of ``(low, gt)``
@@ -130,22 +154,7 @@ def measure_guard(model: "LLFlow", pairs: Iterable[tuple[Tensor, Tensor]], margi
             shift, scale = affine.coupling(z1, conds[level])
             meter.add((index, "coupling"), z2 + shift)
             x = torch.cat([z1, (z2 + shift) * scale], dim=1)
-        z = model.prior_mean(enc)
-        for index in reversed(range(len(flow.layers))):
-            layer, level = flow.layers[index], flow.level_of_layer[index]
-            affine = getattr(layer, "affine", None)
-            if affine is None:
-                z, _ = layer.inverse(z, conds.get(level))
-                continue
-            z1, z2 = z[:, :affine.channels_first], z[:, affine.channels_first:]
-            shift, scale = affine.coupling(z1, conds[level])
-            meter.add((index, "coupling"), z2 / scale)
-            z2 = z2 / scale - shift
-            shift_f, scale_f = affine.injector(conds[level])
-            term = torch.cat([z1, z2], dim=1) / scale_f
-            meter.add((index, "injector"), term)
-            z, _ = layer.invconv.inverse(term - shift_f)
-            z, _ = layer.actnorm.inverse(z)
+        trace_division_terms(model, conds, model.prior_mean(enc), meter.add)
     if not meter.low:
         raise ValueError("measure_guard: no pairs given")
     bounds: dict[int, dict[str, Bounds]] = {}
