@@ -229,7 +229,7 @@ def _build_runner(row: dict[str, Any], model) -> tuple[Callable[[], Any], dict[s
     h8, w8 = _up8(row["height"]), _up8(row["width"])
     if row.get("tile"):
         return _tiled_runner(row, model, low, notes)
-    from llflow.model.llflow import pad_to_multiple
+    from llflow.preprocess import pad_to_multiple
 
     histeq = equalize_histogram_tensor(low)
     lq = make_condition(pad_to_multiple(low, 8), pad_to_multiple(histeq, 8)).to(device)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from llflow import LLFlow
-from llflow.model.llflow import image_condition
+from llflow.preprocess import image_condition
 from llflow.runtime import cpu_flags, cpu_name
 
 

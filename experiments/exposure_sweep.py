@@ -7,7 +7,7 @@ effective change in stops of linear luminance relative to EV 0, the global colou
 
 * ``gradient`` — what llflow ships (:func:`llflow.inference.exposure_shift`): the model's own
   colour-neutral brightness direction, amplitude bisected for ``2^EV`` × linear luminance on a
-  192-px proxy. Computed through the public ``Enhancer.enhance_tensor(exposure=EV)`` path.
+  192-px proxy. Computed through the public ``Enhancer.run(exposure=EV)`` path.
 * ``ones`` — ``z = μ + c·EV·1`` (every latent channel shifted equally), ``c = --step``.
 * ``mu``   — ``z = μ·2^(k·EV)`` (scaling along the prior mean), ``k = --mu-k``.
 
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from llflow.inference import load_model
 from llflow.io import read_image
 from llflow.model import LLFlow
-from llflow.model.llflow import pad_to_multiple
+from llflow.preprocess import pad_to_multiple
 from llflow.preprocess import equalize_histogram_tensor, make_condition
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,8 +97,9 @@ def main(argv: List[str] | None = None) -> int:
             low = F.interpolate(low, size=(args.size, args.size), mode="area")
         per: Dict[str, List[Dict[str, float]]] = {"gradient": []}
         for ev in evs:
-            out = model.enhance_tensor(low, exposure=ev)
-            achieved = model.last_exposure.achieved_ev if ev else 0.0
+            result = model.run(low, exposure=ev)
+            out = result.image
+            achieved = result.exposure.achieved_ev if result.exposure is not None else 0.0
             per["gradient"].append({"ev": ev, "proxy_ev": achieved, **stats(out)})
         if args.step:
             outs = decode_latents(model.net, low, lambda mu: [mu + args.step * ev for ev in evs])

@@ -20,7 +20,7 @@ from llflow.evaluation import comparison_grid, evaluate, format_table, model_met
 from llflow.io import read_image
 from llflow.metrics import float_to_uint8, psnr
 from llflow.model import LLFlow
-from llflow.model.llflow import pad_to_multiple
+from llflow.preprocess import pad_to_multiple
 from llflow.preprocess import equalize_histogram_tensor, make_condition, to_uint8
 
 

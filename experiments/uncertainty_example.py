@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from llflow.enhance_cli import UNCERTAINTY_FULL_SCALE
+from llflow.inference import UNCERTAINTY_FULL_SCALE
 from llflow.inference import load_model, uncertainty_from_samples
 from llflow.io import read_image, write_image
 

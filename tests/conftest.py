@@ -145,6 +145,12 @@ def tiny_llflow(perturb: float = 0.0, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
+def tiny_net():
+    """The ``tiny`` network with its initial weights (:func:`tiny_llflow`), one per test module."""
+    return tiny_llflow()
+
+
+@pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
     small images gain nothing from more, and on a shared, busy CI machine two spinning OpenMP

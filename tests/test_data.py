@@ -16,7 +16,7 @@ from llflow.preprocess import equalize_histogram
 from .conftest import EXAMPLES, example_photos, shared_dir
 
 
-def tiny(folder: Path, name: str, value: int, size=(8, 8)) -> Path:
+def write_flat_image(folder: Path, name: str, value: int, size=(8, 8)) -> Path:
     """Write a small PNG whose pixels all equal ``value`` (so a pair's identity can be checked)."""
     folder.mkdir(parents=True, exist_ok=True)
     return write_image(folder / name, np.full(size + (3,), value, np.uint8))
@@ -58,10 +58,10 @@ def test_sice_dataset_item():
 
 def test_lol_v1_layout(tmp_path):
     for i in range(3):
-        tiny(tmp_path / "our485" / "low", f"{i + 10}.png", i + 10)
-        tiny(tmp_path / "our485" / "high", f"{i + 10}.png", i + 10)
-    tiny(tmp_path / "eval15" / "low", "1.png", 1)
-    tiny(tmp_path / "eval15" / "high", "1.png", 1)
+        write_flat_image(tmp_path / "our485" / "low", f"{i + 10}.png", i + 10)
+        write_flat_image(tmp_path / "our485" / "high", f"{i + 10}.png", i + 10)
+    write_flat_image(tmp_path / "eval15" / "low", "1.png", 1)
+    write_flat_image(tmp_path / "eval15" / "high", "1.png", 1)
     train = find_pairs(tmp_path, split="train")
     assert [p.name for p in train] == ["10", "11", "12"]
     assert all(pixel(p.low) == pixel(p.high) for p in train)
@@ -80,18 +80,18 @@ def make_lol_v2(root: Path) -> None:
     """
     real = root / "Real_captured"
     for i in (2, 10, 690):
-        tiny(real / "Train" / "Low", f"low{i:05d}.png", i % 250)
-        tiny(real / "Train" / "Normal", f"normal{i:05d}.png", i % 250)
-    tiny(real / "Train" / "Normal", "normal00005.png", 5)
+        write_flat_image(real / "Train" / "Low", f"low{i:05d}.png", i % 250)
+        write_flat_image(real / "Train" / "Normal", f"normal{i:05d}.png", i % 250)
+    write_flat_image(real / "Train" / "Normal", "normal00005.png", 5)
     for i in (3, 4):
-        tiny(real / "test" / "LOW", f"low{i:05d}.png", i)
-        tiny(real / "test" / "NORMAL", f"normal{i:05d}.png", i)
+        write_flat_image(real / "test" / "LOW", f"low{i:05d}.png", i)
+        write_flat_image(real / "test" / "NORMAL", f"normal{i:05d}.png", i)
     synthetic = root / "Synthetic"
     for i, name in enumerate(["r000da4f2t", "r0a6dd0e2t"]):
-        tiny(synthetic / "Train" / "Low", f"{name}.png", 100 + i)
-        tiny(synthetic / "Train" / "Normal", f"{name}.png", 100 + i)
-        tiny(synthetic / "Test" / "Low", f"{name}.png", 120 + i)
-        tiny(synthetic / "Test" / "Normal", f"{name}.png", 120 + i)
+        write_flat_image(synthetic / "Train" / "Low", f"{name}.png", 100 + i)
+        write_flat_image(synthetic / "Train" / "Normal", f"{name}.png", 100 + i)
+        write_flat_image(synthetic / "Test" / "Low", f"{name}.png", 120 + i)
+        write_flat_image(synthetic / "Test" / "Normal", f"{name}.png", 120 + i)
 
 
 def test_lol_v2_prefix_matching_and_unmatched_report(tmp_path):
@@ -118,13 +118,13 @@ def test_lol_v2_combined_subsets(tmp_path):
 
 
 def test_unmatched_and_ambiguous_files_are_reported(tmp_path):
-    tiny(tmp_path / "low", "a.png", 1)
-    tiny(tmp_path / "high", "a.png", 1)
-    tiny(tmp_path / "low", "only_low.png", 2)
-    tiny(tmp_path / "high", "only_high.png", 3)
-    tiny(tmp_path / "low", "b.png", 4)
-    tiny(tmp_path / "low", "b.jpg", 4)
-    tiny(tmp_path / "high", "b.png", 4)
+    write_flat_image(tmp_path / "low", "a.png", 1)
+    write_flat_image(tmp_path / "high", "a.png", 1)
+    write_flat_image(tmp_path / "low", "only_low.png", 2)
+    write_flat_image(tmp_path / "high", "only_high.png", 3)
+    write_flat_image(tmp_path / "low", "b.png", 4)
+    write_flat_image(tmp_path / "low", "b.jpg", 4)
+    write_flat_image(tmp_path / "high", "b.png", 4)
     (tmp_path / "low" / "readme.txt").write_text("not an image")
     with pytest.warns(UserWarning) as record:
         pairs = find_pairs(tmp_path)
@@ -290,12 +290,12 @@ def test_cache_reads_each_file_once(tmp_path, monkeypatch):
 
 
 def test_size_mismatch_and_small_images(tmp_path):
-    tiny(tmp_path / "low", "a.png", 10, size=(32, 32))
-    tiny(tmp_path / "high", "a.png", 10, size=(32, 32))
-    tiny(tmp_path / "low", "b.png", 10, size=(32, 32))
-    tiny(tmp_path / "high", "b.png", 10, size=(32, 40))
-    tiny(tmp_path / "low", "c.png", 10, size=(12, 40))
-    tiny(tmp_path / "high", "c.png", 10, size=(12, 40))
+    write_flat_image(tmp_path / "low", "a.png", 10, size=(32, 32))
+    write_flat_image(tmp_path / "high", "a.png", 10, size=(32, 32))
+    write_flat_image(tmp_path / "low", "b.png", 10, size=(32, 32))
+    write_flat_image(tmp_path / "high", "b.png", 10, size=(32, 40))
+    write_flat_image(tmp_path / "low", "c.png", 10, size=(12, 40))
+    write_flat_image(tmp_path / "high", "c.png", 10, size=(12, 40))
     ds = PairedDataset(tmp_path, crop=16)
     assert len(ds) == 3 and ds[0]["name"] == "a"
     with pytest.raises(DatasetError) as info:
@@ -313,7 +313,7 @@ def test_size_mismatch_and_small_images(tmp_path):
 
 
 def test_unreadable_pair(tmp_path):
-    tiny(tmp_path / "low", "a.png", 10)
+    write_flat_image(tmp_path / "low", "a.png", 10)
     (tmp_path / "high").mkdir()
     (tmp_path / "high" / "a.png").write_text("not an image")
     with pytest.raises(DatasetError, match="not an image"):

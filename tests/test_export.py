@@ -22,39 +22,39 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny() -> LLFlow:
+def perturbed_tiny_net() -> LLFlow:
     return tiny_llflow(perturb=0.05)
 
 
 @pytest.fixture(scope="module")
-def exported(tiny: LLFlow, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def exported(perturbed_tiny_net: LLFlow, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("onnx")
     paths = {"plain": folder / "tiny.onnx", "eps": folder / "tiny_eps.onnx"}
-    report = export_onnx(tiny, paths["plain"])
+    report = export_onnx(perturbed_tiny_net, paths["plain"])
     assert report["check_rel_err"] <= 1e-4 and report["inputs"] == ["lq"]
-    report = export_onnx(tiny, paths["eps"], with_eps=True)
+    report = export_onnx(perturbed_tiny_net, paths["eps"], with_eps=True)
     assert report["check_rel_err"] <= 1e-4 and report["inputs"] == ["lq", "eps"]
     return paths
 
 
 @pytest.mark.parametrize("size", [(64, 96), (40, 128), (8, 8)])
-def test_dynamic_sizes_match_torch(tiny: LLFlow, exported: dict[str, Path], size: tuple[int, int]) -> None:
-    res = check_onnx(tiny, exported["plain"], size=size, rtol=1e-4)
+def test_dynamic_sizes_match_torch(perturbed_tiny_net: LLFlow, exported: dict[str, Path], size: tuple[int, int]) -> None:
+    res = check_onnx(perturbed_tiny_net, exported["plain"], size=size, rtol=1e-4)
     assert res["check_rel_err"] <= 1e-4
-    res = check_onnx(tiny, exported["eps"], with_eps=True, size=size, rtol=1e-4)
+    res = check_onnx(perturbed_tiny_net, exported["eps"], with_eps=True, size=size, rtol=1e-4)
     assert res["check_rel_err"] <= 1e-4
 
 
-def test_batch_of_two(tiny: LLFlow, exported: dict[str, Path]) -> None:
+def test_batch_of_two(perturbed_tiny_net: LLFlow, exported: dict[str, Path]) -> None:
     gen = torch.Generator().manual_seed(3)
     lq = make_condition(torch.rand(2, 3, 32, 48, generator=gen) * 0.3, torch.rand(2, 3, 32, 48, generator=gen))
     out = OnnxEnhancer(exported["plain"]).run(lq.numpy())
     with torch.no_grad():
-        ref, _ = tiny.reverse(lq)
+        ref, _ = perturbed_tiny_net.reverse(lq)
     assert np.abs(out - ref.numpy()).max() <= 1e-4 * ref.abs().max().item()
 
 
-def test_numpy_pipeline_matches_enhance(tiny: LLFlow, exported: dict[str, Path]) -> None:
+def test_numpy_pipeline_matches_enhance(perturbed_tiny_net: LLFlow, exported: dict[str, Path]) -> None:
     """Hist-eq, padding and log outside the graph give LLFlow.enhance's result (odd size)."""
     rng = np.random.default_rng(0)
     image = (rng.random((37, 61, 3)) * 60).astype(np.uint8)
@@ -62,7 +62,7 @@ def test_numpy_pipeline_matches_enhance(tiny: LLFlow, exported: dict[str, Path])
     assert lq.shape == (1, 6, 40, 64) and (h, w) == (37, 61)
     out = OnnxEnhancer(exported["plain"], threads=1).enhance(image)
     low = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    ref = tiny.enhance(low)[0].permute(1, 2, 0).numpy()
+    ref = perturbed_tiny_net.enhance(low)[0].permute(1, 2, 0).numpy()
     assert out.shape == image.shape and out.dtype == np.float32
     assert np.abs(out - ref).max() <= 1e-4
     # Sampling needs the eps input; with it, τ = 0 is the mean.

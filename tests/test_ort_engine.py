@@ -43,12 +43,12 @@ def test_matches_the_fast_engine_with_and_without_noise(cache: Path) -> None:
     histeq = equalize_histogram_tensor(low)
     eps = torch.randn(2, 192, 5, 7, generator=gen)
     for offsets in ([None], [0.8 * eps, None]):
-        got = ort._forward_many(low, histeq, offsets)
-        want = fast._forward_many(low, histeq, offsets)
+        got = ort.decode_many(low, offsets, histeq, tile=0)
+        want = fast.decode_many(low, offsets, histeq, tile=0)
         for g, w in zip(got, want):
             assert g.shape == (2, 3, 37, 53) and g.min() >= 0 and g.max() <= 1
             assert _rel(g, w) <= 1e-4  # the export check's tolerance; random tiny weights amplify rounding
-    engine = ort._fast_engine()
+    engine = ort.backend
     assert isinstance(engine, OrtEngine)
     same = engine.enhance(low, temperature=0.8, generator=torch.Generator().manual_seed(3))
     again = model.prepare_for_inference("fp32").enhance(low, temperature=0.8, generator=torch.Generator().manual_seed(3))

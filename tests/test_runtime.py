@@ -70,3 +70,41 @@ def test_devices() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             runtime.resolve_device("cuda:0")
+
+
+# ----------------------------------------------------------------- the inference side of auto
+def test_load_model_defaults_to_auto(monkeypatch) -> None:
+    from llflow import load_model
+
+    from .conftest import tiny_llflow
+
+    net = tiny_llflow()
+    _fake_flags(monkeypatch, {"avx2", "fma"})
+    enhancer = load_model(net, device="cpu")  # precision="auto" by default
+    assert enhancer.precision == "fp32" and "avx512_bf16" in enhancer.precision_choice.reason
+    assert "precision fp32 (auto" in enhancer.describe_runtime()
+    _fake_flags(monkeypatch, {"avx2", "amx_bf16"})
+    assert load_model(net, device="cpu").precision == "bf16"
+    # onnxruntime runs fp32 only: auto is fp32 there whatever the CPU has
+    from llflow.inference.enhancer import choose_precision
+
+    assert choose_precision("auto", CPU, "onnxruntime").name == "fp32"
+
+
+def test_forced_bf16_through_load_model_warns_on_an_emulating_cpu(monkeypatch) -> None:
+    from llflow import load_model
+
+    from .conftest import tiny_llflow
+
+    _fake_flags(monkeypatch, {"avx2"})
+    with pytest.warns(runtime.BF16EmulatedWarning, match="emulated"):
+        enhancer = load_model(tiny_llflow(), device="cpu", precision="bf16")
+    assert enhancer.precision == "bf16" and "emulated" in enhancer.precision_choice.reason
+
+
+def test_cli_defaults_are_auto() -> None:
+    from llflow.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["enhance", "x.png"], ["demo"], ["info"]):
+        assert parser.parse_args(argv).precision == "auto", argv

@@ -47,7 +47,7 @@ def score(model: LLFlow, data: PairedDataset, samples: int, temperature: float) 
         h, w = (s - s % 8 for s in gt.shape[-2:])
         row["nll"] = float(model.nll(low[..., :h, :w], gt[..., :h, :w], histeq=histeq[..., :h, :w]).mean())
         if samples:
-            from llflow.model.llflow import image_condition
+            from llflow.preprocess import image_condition
 
             lq = image_condition(low, histeq, model.config.multiple, torch.float32)
             prepared = engine.prepare_condition(lq)

@@ -19,7 +19,7 @@ from llflow import LLFlow
 from llflow.io import read_image
 from llflow.model.encoder import stack_conditions
 from llflow.model.flow import FlowStep, Squeeze, _shift_and_scale
-from llflow.model.llflow import image_condition
+from llflow.preprocess import image_condition
 from llflow.preprocess import to_float32
 
 

@@ -20,7 +20,7 @@ from llflow import LLFlow
 from llflow.io import list_images
 from llflow.model.encoder import stack_conditions
 from llflow.model.guard import trace_division_terms
-from llflow.model.llflow import image_condition
+from llflow.preprocess import image_condition
 
 from diagnose import load  # noqa: E402
 

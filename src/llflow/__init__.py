@@ -3,7 +3,7 @@ from .model import PRESETS, CheckpointError, LLFlow, LLFlowConfig
 
 __version__ = "0.1.0"
 
-from .inference import Enhancer, enhance, load_model, sample, uncertainty  # noqa: E402
+from .inference import Enhancer, OutOfRangeWarning, enhance, load_model, sample, uncertainty  # noqa: E402
 
 __all__ = ["LLFlow", "LLFlowConfig", "PRESETS", "CheckpointError", "__version__",
-           "Enhancer", "enhance", "load_model", "sample", "uncertainty"]
+           "Enhancer", "OutOfRangeWarning", "enhance", "load_model", "sample", "uncertainty"]

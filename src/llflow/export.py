@@ -22,11 +22,10 @@ part of torch).
 """
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -213,51 +212,4 @@ class OnnxEnhancer:
         return np.clip(out, 0.0, 1.0)
 
 
-# ------------------------------------------------------------------------------------------------
-# CLI: llflow export-onnx
-
-
-def add_export_onnx(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("export-onnx", help="export the inference path (condition → image) to ONNX",
-                       description="Export LLFlow's reverse path to ONNX (hist-eq, padding and the log "
-                                   "transform stay outside the graph; H, W must be multiples of 8). "
-                                   "Checks onnxruntime against torch unless --no-check.")
-    p.add_argument("model", nargs="?", default="default",
-                   help="checkpoint (.pth/.safetensors), 'default' (bundled), or preset:NAME for random weights")
-    p.add_argument("-o", "--output", type=Path, default=Path("llflow.onnx"), help="output file (default llflow.onnx)")
-    p.add_argument("--eps", action="store_true", help="add an eps input: decode z = μ + eps (pass τ·ε)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    p.add_argument("--no-check", dest="check", action="store_false", help="skip the onnxruntime comparison")
-    p.add_argument("--rtol", type=float, default=1e-4, help="check tolerance relative to max|torch| (1e-4)")
-    p.set_defaults(func=_run_export_onnx)
-
-
-def _load_for_export(spec: str) -> LLFlow:
-    if spec.startswith("preset:"):
-        torch.manual_seed(0)
-        model = LLFlow.from_config(spec.split(":", 1)[1]).eval()
-        model.mark_initialized()
-        return model
-    return LLFlow.from_pretrained(None if spec == "default" else spec)
-
-
-def _run_export_onnx(args: argparse.Namespace) -> int:
-    model = _load_for_export(args.model)
-    report = export_onnx(model, args.output, with_eps=args.eps, opset=args.opset, check=args.check, rtol=args.rtol)
-    msg = f"wrote {report['path']} ({report['bytes'] / 1e6:.1f} MB, inputs: {', '.join(report['inputs'])}, opset {args.opset})"
-    if args.check:
-        msg += f"; onnxruntime vs torch: {report['check_rel_err']:.1e} relative"
-    print(msg)
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:  # pragma: no cover - thin wrapper
-    parser = argparse.ArgumentParser(prog="llflow-export-onnx")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_export_onnx(sub)
-    args = parser.parse_args(["export-onnx", *(argv or [])])
-    return args.func(args)
-
-
-__all__ = ["export_onnx", "check_onnx", "ort_session", "prepare_condition_numpy", "OnnxEnhancer",
-           "add_export_onnx"]
+__all__ = ["export_onnx", "check_onnx", "ort_session", "prepare_condition_numpy", "OnnxEnhancer"]

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .inference import latent_shape
+from .io.atomic import atomic_write
 from .model import LLFlow
-from .model.llflow import image_condition, latent_offset
+from .model.prior import latent_offset
+from .preprocess import image_condition
 
 CACHE_ENV = "LLFLOW_CACHE_DIR"
 PathLike = Union[str, "os.PathLike[str]"]
@@ -72,18 +73,13 @@ def cached_export(model: LLFlow, directory: Optional[PathLike] = None) -> Path:
     path = folder / f"llflow-{weights_key(model)}.onnx"
     if path.is_file():
         return path
-    partial = folder / f".{path.stem}.{os.getpid()}.partial.onnx"
-    try:
-        export_onnx(model, partial, with_eps=True, check=True)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: export_onnx(model, tmp, with_eps=True, check=True))
 
 
 class OrtEngine:
-    """fp32 CPU inference through onnxruntime with the contract of
-    :meth:`~llflow.model.fast.InferenceModel.enhance` (one latent per call).
+    """fp32 CPU inference through onnxruntime: the engine contract of :mod:`llflow.engines`
+    (``prepare``/``decode``: one whole pass per latent, μ is computed inside the graph) and the
+    contract of :meth:`~llflow.model.fast.InferenceModel.enhance`.
 
     Args:
         model: the network (exported on first use, then read from the cache).
@@ -96,6 +92,7 @@ class OrtEngine:
 
         self.config = model.config
         self.device = torch.device("cpu")
+        self.dtype = torch.float32
         self.path = cached_export(model, directory)  # export_onnx traces it in float32, eval mode
         # Idle workers sleep rather than spin: they would otherwise steal the cores from the rest
         # of the program (and from a second process sharing them). No memory arena: it keeps what
@@ -104,11 +101,20 @@ class OrtEngine:
         # the two measured the same.
         self.session = ort_session(self.path, threads or torch.get_num_threads(), spinning=False, arena=False)
 
+    name = "onnxruntime"
+
+    def prepare(self, condition: Tensor, uses: int = 1) -> Tensor:
+        """The graph takes the condition whole: nothing to do ahead of the latent."""
+        return condition.to("cpu", torch.float32)
+
+    def decode(self, prepared: Tensor, offset: Optional[Tensor] = None) -> Tensor:
+        return self.forward_image(prepared, offset)
+
     def forward_image(self, lq: Tensor, eps: Optional[Tensor] = None) -> Tensor:
         """N×6×H×W condition (multiples of 8) → N×3×H×W raw image at ``z = μ + eps`` (``eps``
         defaults to zero: ``z = μ`` exactly)."""
         n, _, h, w = lq.shape
-        offset = torch.zeros(latent_shape(h, w, n)) if eps is None else eps
+        offset = torch.zeros(self.config.latent_shape(h, w, n)) if eps is None else eps
         feeds = {"lq": _numpy32(lq), "eps": _numpy32(offset)}
         return torch.from_numpy(self.session.run(["image"], feeds)[0])
 
@@ -120,7 +126,7 @@ class OrtEngine:
         lq = image_condition(low, histeq, self.config.multiple, torch.float32, "cpu")
         n, _, h, w = low.shape
         # z = μ + τ·ε exactly as LLFlow.sample_latent (same noise draw), μ added inside the graph
-        offset = latent_offset(latent_shape(lq.shape[2], lq.shape[3], n), temperature, eps, generator)
+        offset = latent_offset(self.config.latent_shape(lq.shape[2], lq.shape[3], n), temperature, eps, generator)
         out = self.forward_image(lq, offset)[..., :h, :w]
         if clamp:
             out = out.clamp(0.0, 1.0)

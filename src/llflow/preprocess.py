@@ -6,9 +6,13 @@ computed per channel on the *whole, unpadded* uint8 image with OpenCV.
 """
 from __future__ import annotations
 
+from typing import Optional, Union
+
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 LOG_EPS = 1e-3
 
@@ -66,3 +70,28 @@ def make_condition(low: torch.Tensor, histeq: torch.Tensor | None = None) -> tor
     if histeq is None:
         histeq = equalize_histogram_tensor(low)
     return torch.cat([log_low(low), histeq.to(low.dtype)], dim=1)
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad bottom/right to a multiple of ``multiple`` by reflection (edge not repeated, as the
+    official test script), falling back to edge replication where the image is too small to reflect."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def image_condition(low: Tensor, histeq: Optional[Tensor], multiple: int, dtype: torch.dtype,
+                    device: Union[str, torch.device, None] = None) -> Tensor:
+    """The condition of an N×3×H×W float image in [0, 1], padded to ``multiple`` (hist-eq of the
+    unpadded image unless given) — the input side of the inference engines' ``enhance``."""
+    if low.ndim != 4 or low.shape[1] != 3:
+        raise ValueError(f"low must be N×3×H×W, got shape {tuple(low.shape)}")
+    if not low.is_floating_point():
+        raise TypeError(f"low must be a float tensor in [0, 1], got {low.dtype}")
+    x = low.detach().to(device=device, dtype=dtype)
+    if histeq is None:
+        histeq = equalize_histogram_tensor(x)
+    return make_condition(pad_to_multiple(x, multiple), pad_to_multiple(histeq.to(x), multiple))

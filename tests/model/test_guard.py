@@ -81,7 +81,7 @@ def test_guard_bounds_an_exploding_inverse_in_every_engine(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     from llflow.export import OnnxEnhancer, export_onnx
 
-    from llflow.model.llflow import image_condition
+    from llflow.preprocess import image_condition
 
     path = tmp_path / "guarded.onnx"
     export_onnx(model, path, rtol=1e-2)  # dividing by 1e-4 at every step amplifies rounding differences

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from llflow import LLFlow
-from llflow.model.llflow import image_condition
+from llflow.preprocess import image_condition
 
 from ..conftest import REPO
 

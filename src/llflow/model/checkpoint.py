@@ -7,9 +7,7 @@ safetensors files whose metadata holds the architecture as JSON.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import secrets
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
@@ -18,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..io.atomic import atomic_write as _atomic_write
 from .config import LLFlowConfig, detect_config
 
 if TYPE_CHECKING:
@@ -141,27 +140,12 @@ def check_state_dict(model: "LLFlow", state: Mapping[str, torch.Tensor], source:
         raise CheckpointError(f"{source}: does not fit this LLFlow architecture: {'; '.join(problems)}")
 
 
-def _umask() -> int:
-    current = os.umask(0o022)  # the only portable way to read it is to set it
-    os.umask(current)
-    return current
-
-
 def atomic_write(path: Path, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so no half-written file is ever left."""
+    """Call ``write(tmp_path)`` then rename onto ``path`` (:func:`llflow.io.atomic_write`; the folder
+    is created first), so no half-written file is ever left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        write(Path(tmp))
-        # Writers such as safetensors create 0600 files: give the usual mode (0666 minus the umask)
-        # so a saved model is as readable as any other file the user writes.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return _atomic_write(path, write)
 
 
 def save_safetensors(model: "LLFlow", path: Path, metadata: Optional[Mapping[str, str]] = None) -> Path:

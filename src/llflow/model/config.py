@@ -57,6 +57,16 @@ class LLFlowConfig:
         """Spatial sizes the network needs (inputs are padded to it)."""
         return 2**self.L
 
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latent ``z``: the image's 3 channels after ``L`` factor-2 squeezes."""
+        return 3 * 4**self.L
+
+    def latent_shape(self, height: int, width: int, batch: int = 1) -> tuple[int, int, int, int]:
+        """Shape of the latent for an H×W image: N×192×⌈H/8⌉×⌈W/8⌉ (the image is padded to the grid)."""
+        m = self.multiple
+        return (batch, self.latent_channels, -(-height // m), -(-width // m))
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["stack_blocks"] = list(self.stack_blocks)

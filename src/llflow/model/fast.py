@@ -1,4 +1,5 @@
-"""Fast inference engine for LLFlow (opt-in; the training modules are not touched).
+"""Fast inference engine for LLFlow (opt-in; the training modules are not touched). The weight
+folding is in :mod:`llflow.model.folding`, the kernels in :mod:`llflow.model.kernels`.
 
 ``model.prepare_for_inference(precision)`` returns an :class:`InferenceModel`: a snapshot of the
 network's weights, re-arranged once for the reverse (image-producing) direction:
@@ -38,174 +39,33 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import runtime
+from ..preprocess import image_condition
 from .encoder import ConditionEncoder, ResidualDenseBlock
-from .flow import ConvActNorm, Conv2dZeros, FlowStep, Squeeze
+from .flow import FlowStep, Squeeze, squeeze2d, unsqueeze2d
+from .folding import _add_identity, _f64, _fold_conv_actnorm, _fold_conv_zeros
+from .kernels import (CHANNELS_LAST, FusedConv, _div_add, _sigmoid_scale, _to_layout, mkldnn_fusion_available,
+                      squeeze_cl, unsqueeze_cl)
+from .prior import latent_offset
 
 if TYPE_CHECKING:  # pragma: no cover
     from .llflow import LLFlow
 
-PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
-CHANNELS_LAST = torch.channels_last
+#: The engine's compute types: the runtime's precisions plus fp64, used only for exactness checks.
+ENGINE_DTYPES = {**runtime.DTYPES, "fp64": torch.float64}
 
 
-def resolve_precision(precision: str | torch.dtype) -> torch.dtype:
-    """``"fp32"|"bf16"|"fp16"`` (or a dtype) → dtype."""
+def engine_dtype(precision: str | torch.dtype) -> torch.dtype:
+    """``"fp32"|"bf16"|"fp16"|"fp64"`` (or such a dtype) → dtype. ``auto`` is decided before this,
+    by :func:`llflow.runtime.resolve_precision`."""
     if isinstance(precision, torch.dtype):
-        if precision not in PRECISION_DTYPES.values():
+        if precision not in ENGINE_DTYPES.values():
             raise ValueError(f"unsupported precision {precision}; use float32, bfloat16, float16 or float64")
         return precision
     name = str(precision).lower()
-    if name not in PRECISION_DTYPES:
+    if name not in ENGINE_DTYPES:
         raise ValueError(f"unknown precision '{precision}'; use fp32, bf16, fp16 (GPU) or fp64")
-    return PRECISION_DTYPES[name]
-
-
-def mkldnn_fusion_available(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether oneDNN's fused convolution op can be used for ``dtype`` on ``device``."""
-    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16):
-        return False
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
-        return False
-    if dtype == torch.bfloat16:
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):  # pragma: no cover - very old builds
-            return False
-    return True
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16), i.e. bf16
-    convolutions run at about twice the fp32 rate instead of being emulated."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
-    except OSError:  # pragma: no cover - not Linux: trust oneDNN's own check
-        return mkldnn_fusion_available(torch.device("cpu"), torch.bfloat16)
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-# ------------------------------------------------------------------------------------------------
-# Layout helpers (channels-last aware space-to-depth)
-
-
-def _to_layout(x: Tensor, dtype: torch.dtype, channels_last: bool) -> Tensor:
-    fmt = CHANNELS_LAST if channels_last else torch.contiguous_format
-    return x.to(dtype=dtype).contiguous(memory_format=fmt)
-
-
-def squeeze_cl(x: Tensor, factor: int) -> Tensor:
-    """:func:`~llflow.model.flow.squeeze2d` (channel ``c·f² + fy·f + fx``) producing a
-    channels-last tensor with one copy."""
-    n, c, h, w = x.shape
-    nhwc = x.permute(0, 2, 3, 1).reshape(n, h // factor, factor, w // factor, factor, c)
-    out = nhwc.permute(0, 1, 3, 5, 2, 4).reshape(n, h // factor, w // factor, c * factor * factor)
-    return out.permute(0, 3, 1, 2)
-
-
-def unsqueeze_cl(x: Tensor, factor: int) -> Tensor:
-    """Exact inverse of :func:`squeeze_cl` (any input layout, channels-last output)."""
-    n, c, h, w = x.shape
-    f2 = factor * factor
-    nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, c // f2, factor, factor)
-    out = nhwc.permute(0, 1, 4, 2, 5, 3).reshape(n, h * factor, w * factor, c // f2)
-    return out.permute(0, 3, 1, 2)
-
-
-# ------------------------------------------------------------------------------------------------
-# Convolution with folded parameters and a fused epilogue
-
-
-class FusedConv:
-    """A 2-D convolution (stride 1, "same" padding) with weights folded in float64 and cast once.
-
-    ``conv(x, act=..., add=...)`` computes ``act(conv(x) + bias + add)``; on the CPU with oneDNN
-    this is one kernel (bias, residual and activation in the epilogue).
-    """
-
-    __slots__ = ("weight", "bias", "bias_binary", "padding", "groups", "use_mkldnn", "out_channels")
-
-    def __init__(self, weight: Tensor, bias: Optional[Tensor], *, dtype: torch.dtype, device: torch.device,
-                 channels_last: bool, use_mkldnn: bool, groups: int = 1) -> None:
-        k = weight.shape[-1]
-        self.padding = [k // 2, k // 2]
-        self.groups = groups
-        self.use_mkldnn = use_mkldnn
-        self.out_channels = weight.shape[0]
-        self.weight = _to_layout(weight.to(device), dtype, channels_last)
-        # oneDNN takes an fp32 bias with bf16 data (more accurate), except in its binary-fusion
-        # variant; other back-ends want one dtype.
-        bias_dtype = torch.float32 if use_mkldnn and dtype == torch.bfloat16 else dtype
-        self.bias = None if bias is None else bias.to(device=device, dtype=bias_dtype).contiguous()
-        self.bias_binary = None if bias is None else bias.to(device=device, dtype=dtype).contiguous()
-
-    def __call__(self, x: Tensor, act: Optional[str] = None, add: Optional[Tensor] = None) -> Tensor:
-        if self.use_mkldnn:
-            ops = torch.ops.mkldnn
-            if add is None:
-                scalars = [0.2] if act == "leaky_relu" else []
-                return ops._convolution_pointwise(x, self.weight, self.bias, self.padding, [1, 1], [1, 1],
-                                                  self.groups, act or "none", scalars, "")
-            if act in (None, "relu"):
-                return ops._convolution_pointwise.binary(x, add, self.weight, self.bias_binary, self.padding, [1, 1],
-                                                         [1, 1], self.groups, "add", None, act, [], None)
-            y = ops._convolution_pointwise.binary(x, add, self.weight, self.bias_binary, self.padding, [1, 1], [1, 1],
-                                                  self.groups, "add", None, None, [], None)
-            return _activation(y, act)
-        y = F.conv2d(x, self.weight, self.bias, padding=self.padding, groups=self.groups)
-        if add is not None:
-            y = y + add
-        return _activation(y, act)
-
-
-def _activation(y: Tensor, act: Optional[str]) -> Tensor:
-    if act is None or act == "none":
-        return y
-    if act == "relu":
-        return F.relu(y)
-    if act == "leaky_relu":
-        return F.leaky_relu(y, 0.2)
-    if act == "sigmoid":
-        return torch.sigmoid(y)
-    raise ValueError(f"unknown activation {act!r}")
-
-
-def _f64(t: Tensor) -> Tensor:
-    return t.detach().to(torch.float64)
-
-
-def _fold_conv_actnorm(m: ConvActNorm) -> tuple[Tensor, Tensor]:
-    """``(conv(x; W) + b)·e^s`` → weight, bias (float64)."""
-    gain = torch.exp(_f64(m.actnorm.logs).flatten())
-    return _f64(m.weight) * gain[:, None, None, None], _f64(m.actnorm.bias).flatten() * gain
-
-
-def _add_identity(weight: Tensor, coef: float) -> Tensor:
-    """``weight`` (out×in×k×k, float64) plus ``coef`` on the centre tap from input channel ``o`` to
-    output ``o``, so that ``conv(x; W') = conv(x; W) + coef·x[:, :out]``: a residual connection
-    from the first ``out`` input channels, computed inside the convolution."""
-    out, k = weight.shape[0], weight.shape[-1]
-    weight = weight.clone()
-    idx = torch.arange(out)
-    weight[idx, idx, k // 2, k // 2] += coef
-    return weight
-
-
-def _fold_conv_zeros(m: Conv2dZeros, add_to_odd: float = 0.0) -> tuple[Tensor, Tensor]:
-    """``(conv(x; W) + b)·e^{3·logs}`` with output rows reordered to ``[even..., odd...]`` (shift
-    channels first, scale channels second), the shift rows negated (the coupling then computes
-    ``z/scale − shift`` as one ``addcdiv(−shift, z, scale)``; negation is exact) and ``add_to_odd``
-    (the ``+2`` before the sigmoid) added to the bias of the scale rows (float64)."""
-    gain = torch.exp(_f64(m.logs).flatten() * m.logscale_factor)
-    w = _f64(m.weight) * gain[:, None, None, None]
-    b = _f64(m.bias) * gain
-    n = w.shape[0]
-    order = torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)])
-    w, b = w[order].clone(), b[order].clone()
-    w[: n // 2].neg_()
-    b[: n // 2].neg_()
-    b[n // 2:] += add_to_odd
-    return w, b
+    return ENGINE_DTYPES[name]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,33 +115,6 @@ class PreparedCondition:
 
 # ------------------------------------------------------------------------------------------------
 # Engine
-
-
-def _div_add(z: Tensor, scale: Tensor, neg_shift: Tensor, bounds: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
-    """``z / scale + neg_shift`` in one pass (``addcdiv`` computes ``self + 1·t1/t2``: the same
-    rounding as the two-pass form, which tracing keeps because ONNX has no ``addcdiv``). With the
-    inference guard's ``bounds`` the quotient is clamped first (in place: one pass more than
-    ``addcdiv``, and bit-identical to it where the clamp does not act)."""
-    if bounds is not None:
-        quotient = z / scale
-        return torch.clamp(quotient, *bounds, out=quotient if not torch.jit.is_tracing() else None) + neg_shift
-    if torch.jit.is_tracing():
-        return z / scale + neg_shift
-    return torch.addcdiv(neg_shift, z, scale)
-
-
-def _sigmoid_scale(raw: Tensor, eps: float) -> Tensor:
-    """``sigmoid(raw) + eps`` as a new tensor.
-
-    ``raw`` is the second half of a channels-last convolution output: element-wise kernels on such
-    a slice stride through memory in runs of its channel count, so narrow slices are copied to a
-    dense tensor first (12 of 24 channels at 200×300, 2 threads: 1.23 ms on the slice against
-    0.43 ms for copy + in-place sigmoid and add; from 192 channels on, the slice is faster)."""
-    dense = raw.is_contiguous() or raw.is_contiguous(memory_format=CHANNELS_LAST)
-    if dense or raw.shape[1] >= 64:
-        return torch.sigmoid(raw).add_(eps)
-    layout = CHANNELS_LAST if raw.stride(1) == 1 else torch.contiguous_format
-    return raw.contiguous(memory_format=layout).sigmoid_().add_(eps)
 
 
 class _CouplingEngine:
@@ -360,8 +193,8 @@ class InferenceModel:
                  device: Optional[torch.device | str] = None, channels_last: bool = True,
                  fused: bool = True, dense_workspace: bool = True, fold_residuals: bool = True) -> None:
         self.config = model.config
-        self.dtype = resolve_precision(precision)
-        self.precision = {v: k for k, v in PRECISION_DTYPES.items()}[self.dtype]
+        self.dtype = engine_dtype(precision)
+        self.precision = {v: k for k, v in ENGINE_DTYPES.items()}[self.dtype]
         self.device = torch.device(device) if device is not None else model.device
         if self.dtype == torch.float16 and self.device.type == "cpu":
             raise ValueError("precision fp16 needs a GPU; on the CPU use bf16 or fp32")
@@ -566,10 +399,9 @@ class InferenceModel:
 
     def _latent(self, mean: Tensor, z: Optional[Tensor], temperature: float, eps: Optional[Tensor],
                 generator: Optional[torch.Generator]) -> Tensor:
-        from .llflow import LLFlow
-
         if z is None:
-            z = LLFlow.sample_latent(mean, temperature, eps, generator)
+            offset = latent_offset(tuple(mean.shape), temperature, eps, generator, mean.dtype, mean.device)
+            z = mean if offset is None else mean + offset
         elif z.shape != mean.shape:
             raise ValueError(f"z has shape {tuple(z.shape)}, expected {tuple(mean.shape)}")
         return self._layout(z.to(self.device), self.acc_dtype)
@@ -648,8 +480,6 @@ class InferenceModel:
                 generator: Optional[torch.Generator] = None, clamp: bool = True,
                 histeq: Optional[Tensor] = None) -> Tensor:
         """Same contract as :meth:`LLFlow.enhance` (any size; hist-eq on the unpadded image)."""
-        from .llflow import image_condition
-
         lq = image_condition(low, histeq, self.config.multiple, self.acc_dtype, self.device)
         h, w = low.shape[-2:]
         out = self.forward_image(lq, temperature=temperature, eps=eps, generator=generator)[..., :h, :w]
@@ -675,17 +505,8 @@ class InferenceModel:
                 f"channels_last={self.channels_last})")
 
 
-def _squeeze_nchw(x: Tensor, factor: int) -> Tensor:
-    from .flow import squeeze2d
-
-    return squeeze2d(x, factor)
+_squeeze_nchw, _unsqueeze_nchw = squeeze2d, unsqueeze2d
 
 
-def _unsqueeze_nchw(x: Tensor, factor: int) -> Tensor:
-    from .flow import unsqueeze2d
-
-    return unsqueeze2d(x, factor)
-
-
-__all__ = ["InferenceModel", "PreparedCondition", "StepCondition", "FusedConv", "resolve_precision",
-           "mkldnn_fusion_available", "cpu_has_native_bf16", "squeeze_cl", "unsqueeze_cl"]
+__all__ = ["InferenceModel", "PreparedCondition", "StepCondition", "FusedConv", "engine_dtype",
+           "mkldnn_fusion_available", "squeeze_cl", "unsqueeze_cl"]

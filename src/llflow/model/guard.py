@@ -131,7 +131,7 @@ def measure_guard(model: "LLFlow", pairs: Iterable[tuple[Tensor, Tensor]], margi
     terms are ``x + shift_f`` and ``z2 + shift``) and the τ = 0 reverse pass of ``low``, widened by
     ``margin`` × width on each side."""
     from .encoder import stack_conditions
-    from .llflow import image_condition
+    from ..preprocess import image_condition
 
     flow = model.flowUpsamplerNet
     meter = _RangeMeter()

@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..preprocess import equalize_histogram_tensor, make_condition
+from ..preprocess import equalize_histogram_tensor, make_condition, pad_to_multiple
 from .config import ConfigLike, LLFlowConfig, resolve_config
 from .encoder import ConditionEncoder, EncoderOutput, stack_conditions
 from .flow import ActNorm2d, ConditionalFlow
-from .prior import bits_per_pixel, dequantize as dequantize_gt, gaussian_log_prob, prior_mean, reference_prior_mean
+from .prior import (bits_per_pixel, dequantize as dequantize_gt, gaussian_log_prob, latent_offset, prior_mean,
+                    reference_prior_mean)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fast import InferenceModel, PreparedCondition
@@ -40,48 +40,6 @@ class LikelihoodOutput:
     mean: Tensor
     log_prob: Tensor
     nll: Tensor
-
-
-def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Pad bottom/right to a multiple of ``multiple`` by reflection (edge not repeated, as the
-    official test script), falling back to edge replication where the image is too small to reflect."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
-def latent_offset(shape: tuple[int, ...], temperature: float, eps: Optional[Tensor] = None,
-                  generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
-                  device: Union[str, torch.device] = "cpu") -> Optional[Tensor]:
-    """``τ·ε`` for a latent of ``shape`` (``eps`` given, else drawn from ``generator``); ``None`` when
-    ``z = μ`` exactly (no ``eps`` and ``τ = 0``)."""
-    if eps is not None:
-        if tuple(eps.shape) != tuple(shape):
-            raise ValueError(f"eps has shape {tuple(eps.shape)}, expected {tuple(shape)} "
-                             f"(N×192×ceil(H/8)×ceil(W/8))")
-        return temperature * eps.to(device=device, dtype=dtype)
-    if temperature == 0:
-        return None
-    noise = torch.randn(shape, generator=generator, dtype=dtype,
-                        device=generator.device if generator is not None else device)
-    return temperature * noise.to(device)
-
-
-def image_condition(low: Tensor, histeq: Optional[Tensor], multiple: int, dtype: torch.dtype,
-                    device: Union[str, torch.device, None] = None) -> Tensor:
-    """The condition of an N×3×H×W float image in [0, 1], padded to ``multiple`` (hist-eq of the
-    unpadded image unless given) — the input side of the inference engines' ``enhance``."""
-    if low.ndim != 4 or low.shape[1] != 3:
-        raise ValueError(f"low must be N×3×H×W, got shape {tuple(low.shape)}")
-    if not low.is_floating_point():
-        raise TypeError(f"low must be a float tensor in [0, 1], got {low.dtype}")
-    x = low.detach().to(device=device, dtype=dtype)
-    if histeq is None:
-        histeq = equalize_histogram_tensor(x)
-    return make_condition(pad_to_multiple(x, multiple), pad_to_multiple(histeq.to(x), multiple))
 
 
 class LLFlow(nn.Module):
@@ -299,9 +257,9 @@ class LLFlow(nn.Module):
 
     def _inference_engine(self, precision: Union[str, torch.dtype]) -> "InferenceModel":
         """Cached :meth:`prepare_for_inference` result, rebuilt when any parameter changes."""
-        from .fast import resolve_precision
+        from .fast import engine_dtype
 
-        dtype = resolve_precision(precision)
+        dtype = engine_dtype(precision)
         key = (dtype, self.device, id(self.inverse_guard), tuple((p.data_ptr(), p._version) for p in self.parameters()))
         cache = self.__dict__.setdefault("_engine_cache", {})
         engine = cache.get(dtype)

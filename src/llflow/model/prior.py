@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -47,3 +48,20 @@ def dequantize(gt: Tensor, quant: int = 32, generator: torch.Generator | None = 
     h, w = gt.shape[-2:]
     logdet = gt.new_full((gt.shape[0],), -math.log(quant) * h * w)
     return gt + (u - 0.5) / quant, logdet
+
+
+def latent_offset(shape: tuple[int, ...], temperature: float, eps: Optional[Tensor] = None,
+                  generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
+                  device: Union[str, torch.device] = "cpu") -> Optional[Tensor]:
+    """``τ·ε`` for a latent of ``shape`` (``eps`` given, else drawn from ``generator``); ``None`` when
+    ``z = μ`` exactly (no ``eps`` and ``τ = 0``)."""
+    if eps is not None:
+        if tuple(eps.shape) != tuple(shape):
+            raise ValueError(f"eps has shape {tuple(eps.shape)}, expected {tuple(shape)} "
+                             f"(N×192×ceil(H/8)×ceil(W/8))")
+        return temperature * eps.to(device=device, dtype=dtype)
+    if temperature == 0:
+        return None
+    noise = torch.randn(shape, generator=generator, dtype=dtype,
+                        device=generator.device if generator is not None else device)
+    return temperature * noise.to(device)

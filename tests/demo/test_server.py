@@ -27,10 +27,13 @@ import torch
 
 import llflow
 from llflow.cli import main
-from llflow.demo.server import DemoApp, DemoConfig, DemoServer, colour_map, probe_size
+from llflow.demo.server import DemoApp, DemoConfig, DemoServer, colour_map
+from llflow.io import image_size
 from llflow.inference import load_model
 
-REPO = Path(__file__).resolve().parents[1]
+from ..conftest import tiny_llflow
+
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 #: A small, dark, real photo in ../shared (326×326 BMP, mean 0.05): one model call takes ~1 s on one thread.
 BROWSER_PHOTO = ("data", "real-lowlight", "lime", "6.bmp")
@@ -39,12 +42,7 @@ EXAMPLES = REPO / "src" / "llflow" / "examples"
 CROP_SOURCE = EXAMPLES / "lol_1.png"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _luminance(rgb: np.ndarray) -> float:
@@ -219,9 +217,9 @@ def test_16bit_in_16bit_out_tiled_like_the_api(demo: Tuple[DemoApp, Client], cro
     assert status == 201 and upload["bit_depth"] == 16 and upload["name"] == "deep photo.png"
 
     seen = []
-    original = enhancer.decode
+    original = enhancer.run
 
-    def recording_decode(*args: Any, **kwargs: Any) -> torch.Tensor:
+    def recording_run(*args: Any, **kwargs: Any) -> torch.Tensor:
         factory = kwargs["progress"]
 
         def wrapped(total: int, desc: str) -> Any:
@@ -237,13 +235,13 @@ def test_16bit_in_16bit_out_tiled_like_the_api(demo: Tuple[DemoApp, Client], cro
         kwargs["progress"] = wrapped
         return original(*args, **kwargs)
 
-    enhancer.decode = recording_decode  # type: ignore[method-assign]
+    enhancer.run = recording_run  # type: ignore[method-assign]
     try:
         status, job = client.json("POST", "/api/jobs", {"upload": upload["id"], "exposure": 0, "samples": 1})
         assert status == 202
         done = client.wait(job["id"])
     finally:
-        del enhancer.decode
+        del enhancer.run
     assert done["state"] == "done", done
     result = done["result"]
     assert (result["width"], result["height"], result["bit_depth"]) == (128, 96, 16)
@@ -297,13 +295,13 @@ def test_second_request_is_queued_not_dropped(demo: Tuple[DemoApp, Client], crop
                                               enhancer: llflow.Enhancer) -> None:
     app, client = demo
     gate = threading.Event()
-    original = enhancer.decode
+    original = enhancer.run
 
     def gated(*args: Any, **kwargs: Any) -> torch.Tensor:
         assert gate.wait(60)
         return original(*args, **kwargs)
 
-    enhancer.decode = gated  # type: ignore[method-assign]
+    enhancer.run = gated  # type: ignore[method-assign]
     try:
         status, upload = client.json("POST", "/api/uploads?name=crop.png", body=_png(crop))
         first = client.json("POST", "/api/jobs", {"upload": upload["id"]})[1]
@@ -324,7 +322,7 @@ def test_second_request_is_queued_not_dropped(demo: Tuple[DemoApp, Client], crop
         assert second_done["state"] == "done" and second_done["params"]["exposure"] == 0.5
     finally:
         gate.set()
-        del enhancer.decode
+        del enhancer.run
 
 
 def test_retention_cap_deletes_old_files(enhancer: llflow.Enhancer, crop: np.ndarray) -> None:
@@ -339,12 +337,33 @@ def test_retention_cap_deletes_old_files(enhancer: llflow.Enhancer, crop: np.nda
     assert not app.root.exists()
 
 
+def test_out_of_range_result_is_reported_in_the_job(crop: np.ndarray) -> None:
+    from ..inference.test_enhancer import ConstantEngine
+
+    broken = llflow.Enhancer(tiny_llflow(), torch.device("cpu"), engine=ConstantEngine(bad=0.05))
+    app = DemoApp(broken, DemoConfig(), log=lambda message: None)
+    try:
+        upload = app.add_upload(_png(crop), "crop.png")
+        job = app.submit(upload.id)
+        deadline = time.monotonic() + 60
+        while app.status(job.id)["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        status = app.status(job.id)
+        assert status["state"] == "done", status
+        assert status["result"]["out_of_range"] == pytest.approx(0.05, abs=0.01)
+        notes = [note for note in status["result"]["notes"] if "before clamping" in note]
+        assert len(notes) == 1 and "% of the pixels" in notes[0]
+    finally:
+        app.close()
+
+
 def test_probe_size_and_colour_map() -> None:
     rgb = np.zeros((37, 53, 3), np.uint8)
     for ext in (".png", ".jpg", ".bmp", ".webp"):
         ok, data = cv2.imencode(ext, rgb)
-        assert ok and probe_size(data.tobytes()) == (53, 37), ext
-    assert probe_size(b"just text") is None
+        assert ok and image_size(data.tobytes()) == (53, 37), ext
+    assert image_size(b"just text") is None
     coloured, top = colour_map(np.linspace(0, 0.1, 100, dtype=np.float32).reshape(10, 10))
     assert coloured.shape == (10, 10, 3) and coloured.dtype == np.uint8 and 0.09 < top <= 0.1
 

@@ -42,7 +42,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -53,12 +52,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .inference import (DEFAULT_TILE_PAD, ENGINES, EXPOSURE_NOTE_EV, SAMPLE_TEMPERATURE, UNCERTAINTY_FULL_SCALE,
-                        UNCERTAINTY_SAMPLES, Enhancer, load_model, uncertainty_from_samples)
-from .preprocess import to_float32
-from .io import IMAGE_EXTENSIONS, ImageReadError, ImageWriteError, list_images, read_image, write_image
+from ..inference import SAMPLE_TEMPERATURE, UNCERTAINTY_FULL_SCALE, UNCERTAINTY_SAMPLES, Enhancer
+from ..io import IMAGE_EXTENSIONS, ImageReadError, ImageWriteError, list_images, read_image, write_image
+from ..preprocess import to_float32
+from ..request import Request, run_request
+from .options import add_model_options, add_tile_options, check_tile_args, load_enhancer
 
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 _EXT_CHOICES = ("auto", "png", "jpg", "tif")
 _SUMMARY_PREFIX = "llflow enhance:"
 
@@ -83,14 +83,7 @@ def add_enhance(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ext", default="auto", choices=_EXT_CHOICES, help="output format (default: auto = the input's)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default: 95)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep and skip)")
-    p.add_argument("--model", default="default", help="'default' (the bundled model) or an official .pth / llflow .safetensors file")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="network precision (default: fp32; fp16 needs a GPU)")
-    p.add_argument("--engine", default="fast", choices=list(ENGINES),
-                   help="fast (default: folded layers and fused kernels, fp32 within ~1e-6 of the reference), "
-                        "reference (the official module structure, bit-for-bit) or onnxruntime (the fast engine's "
-                        "graph exported once and cached; fp32 on the CPU, 5-9%% faster there; needs llflow[onnx])")
+    add_model_options(p)
     p.add_argument("--temperature", "-t", type=float, default=None,
                    help=f"latent temperature τ: 0 = the official deterministic result (default for one output), "
                         f">0 samples z=μ+τε (default {SAMPLE_TEMPERATURE} for --samples/--uncertainty)")
@@ -104,24 +97,15 @@ def add_enhance(sub: argparse._SubParsersAction) -> None:
                    help="samples for --uncertainty when --samples is not given (default: %(default)s)")
     p.add_argument("--exposure", "-e", type=float, default=0.0,
                    help="exposure in EV stops from the latent (+1 brighter, -1 darker; 0 = official output)")
-    p.add_argument("--tile", type=int, default=None,
-                   help="tile size for bounded memory (default: automatic when the image would not fit; 0: never)")
-    p.add_argument("--tile-pad", type=int, default=DEFAULT_TILE_PAD, help="context pixels around each tile, multiple of 8 (default: %(default)s)")
-    p.add_argument("--memory-budget", default=None,
-                   help="memory allowed per image for automatic tiling, e.g. 2GB (default: half the free memory, "
-                        "or $LLFLOW_MEMORY_BUDGET)")
+    add_tile_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_enhance)
 
 
 def add_info(sub: argparse._SubParsersAction) -> None:
     """Register ``llflow info``."""
-    p = sub.add_parser("info", help="show the model, device and precision that enhance would use")
-    p.add_argument("--model", default="default", help="'default' or a checkpoint path")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="default: fp32")
-    p.add_argument("--engine", default="fast", choices=list(ENGINES), help="default: fast")
-    p.add_argument("--memory-budget", default=None, help="as for enhance")
+    p = sub.add_parser("info", help="show the model, device and precision that enhance would use, and why")
+    add_model_options(p)
     p.set_defaults(func=run_info)
 
 
@@ -233,15 +217,16 @@ def _to_hwc(out: torch.Tensor) -> np.ndarray:
     return out[0].detach().clamp(0, 1).permute(1, 2, 0).contiguous().numpy()
 
 
-def _temperatures(args: argparse.Namespace) -> Tuple[float, float]:
-    """(τ of the written images, τ of the uncertainty samples)."""
-    sampling = args.temperature if args.temperature is not None else SAMPLE_TEMPERATURE
-    main = sampling if args.samples > 1 else (args.temperature or 0.0)
-    return main, sampling
+def request_for(args: argparse.Namespace, todo: Dict[str, Path]) -> Request:
+    """The :class:`~llflow.request.Request` of one input: what is still to write, with the options."""
+    return Request(temperature=args.temperature, samples=args.samples, exposure=args.exposure, seed=args.seed,
+                   main=args.samples == 1 and "main" in todo, uncertainty="uncertainty" in todo,
+                   uncertainty_samples=args.uncertainty_samples, tile=args.tile, tile_pad=args.tile_pad)
 
 
 def process_job(job: Job, enhancer: Enhancer, args: argparse.Namespace, bar_factory: Any) -> str:
-    """Enhance one input and write its outputs; returns ``"done"`` or ``"skipped"``.
+    """Enhance one input and write its outputs; returns ``"done"`` or ``"skipped"``. Notes (exposure
+    saturated, raw output out of range) go to stderr, one line each, naming the input.
 
     Raises ImageReadError/ImageWriteError/ValueError/RuntimeError with a one-line message.
     """
@@ -249,47 +234,28 @@ def process_job(job: Job, enhancer: Enhancer, args: argparse.Namespace, bar_fact
     if not todo:
         return "skipped"
     image = read_image(job.source)
-    enhancer.last_exposure = None
     # Straight to float: a 16-bit input is never quantised to 8 bits (only hist-eq is, by design).
     low = torch.from_numpy(to_float32(image.rgb)).permute(2, 0, 1)[None]
     for path in todo.values():  # sub-folders mirrored from a --recursive folder input
         path.parent.mkdir(parents=True, exist_ok=True)
-    tau, tau_u = _temperatures(args)
-    generator = torch.Generator().manual_seed(args.seed)  # per image: independent of rank and order
-    common: Dict[str, Any] = {"tile": args.tile, "tile_pad": args.tile_pad, "progress": bar_factory}
-    results: Dict[str, torch.Tensor] = {}
-    samples: List[torch.Tensor] = []
-    if args.samples > 1:
-        samples = list(enhancer.sample_tensors(low, args.samples, tau, args.exposure, generator, **common))
-        results.update({f"s{i}": s for i, s in enumerate(samples)})
-    elif "main" in todo:
-        results["main"] = enhancer.enhance_tensor(low, tau, args.exposure, generator, **common)
-    shift = enhancer.last_exposure
-    if args.exposure and shift is not None and abs(shift.achieved_ev - args.exposure) > EXPOSURE_NOTE_EV:
-        from tqdm import tqdm
+    outcome = run_request(enhancer, low, request_for(args, todo), stage=lambda _name: bar_factory)
+    from tqdm import tqdm
 
-        tqdm.write(f"note: {job.source}: exposure {args.exposure:+g} EV reached {shift.achieved_ev:+.2f} EV "
-                   f"(the model's brightness saturates there)", file=sys.stderr)
+    if outcome.exposure_note:
+        tqdm.write(f"note: {job.source}: {outcome.exposure_note}", file=sys.stderr)
+    if outcome.out_of_range_note:
+        tqdm.write(f"warning: {job.source}: {outcome.out_of_range_note}", file=sys.stderr)
     if "uncertainty" in todo:
-        if not samples:
-            samples = list(enhancer.sample_tensors(low, args.uncertainty_samples, tau_u, args.exposure,
-                                                   torch.Generator().manual_seed(args.seed), **common))
-        std = uncertainty_from_samples(samples)[0, 0].numpy()
-        write_image(todo["uncertainty"], np.clip(std / UNCERTAINTY_FULL_SCALE, 0, 1), bit_depth=16)
+        write_image(todo["uncertainty"], outcome.uncertainty16, bit_depth=16)
+    results = {f"s{i}": s for i, s in enumerate(outcome.samples)}
+    if outcome.main is not None:
+        results["main"] = outcome.main
     for kind, path in todo.items():
         if kind == "uncertainty":
             continue
         write_image(path, _to_hwc(results[kind]), alpha=image.alpha, gray=image.was_gray,
                     bit_depth=image.bit_depth, quality=args.quality)
     return "done"
-
-
-def check_tile_args(args: argparse.Namespace) -> None:
-    """``--tile`` / ``--tile-pad`` (shared by ``enhance`` and ``demo``)."""
-    if args.tile is not None and args.tile < 0:
-        raise ValueError(f"--tile must be >= 0 (0 = never tile), got {args.tile}")
-    if args.tile_pad < 0:
-        raise ValueError(f"--tile-pad must be >= 0, got {args.tile_pad}")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -332,8 +298,7 @@ def run_enhance(args: argparse.Namespace) -> int:
     _check_args(args)
     start = time.perf_counter()
     rank, world = _distributed_rank()
-    enhancer = dataclasses.replace(load_model(args.model, args.device, args.precision, args.engine),
-                                   memory_budget=args.memory_budget)
+    enhancer = load_enhancer(args)
     if enhancer.engine == "onnxruntime":  # export (once per weights, cached) or fail before any image
         enhancer.prepare_engine()
 
@@ -399,8 +364,8 @@ def _format_bytes(n: float) -> str:
 
 def describe(enhancer: Enhancer, default: bool = False) -> List[str]:
     """Human-readable lines about a loaded model (used by ``llflow info``)."""
-    from . import __version__
-    from .inference import memory_budget
+    from .. import __version__
+    from ..inference import memory_budget
 
     cfg = enhancer.config
     n = torch.get_num_threads()
@@ -414,7 +379,8 @@ def describe(enhancer: Enhancer, default: bool = False) -> List[str]:
         f"stacked blocks {list(cfg.stack_blocks)})",
         f"parameters: {enhancer.net.num_parameters():,} used ({enhancer.net.num_parameters(False):,} stored)",
         f"device: {enhancer.device}{(' ' + name) if name else ''}{threads}",
-        f"precision: {enhancer.precision}, engine: {enhancer.engine}",
+        f"precision: {enhancer.precision}, engine: {enhancer.engine_name}",
+        f"runtime: {enhancer.describe_runtime()}",
         f"memory: ~{enhancer.bytes_per_pixel():.0f} B/pixel; budget {_format_bytes(budget)} -> images up to "
         f"{enhancer.max_untiled_pixels() / 1e6:.1f} MP in one piece, larger ones are tiled",
     ]
@@ -422,8 +388,7 @@ def describe(enhancer: Enhancer, default: bool = False) -> List[str]:
 
 def run_info(args: argparse.Namespace) -> int:
     """``llflow info``: the model/device/precision ``enhance`` would use with these options."""
-    enhancer = dataclasses.replace(load_model(args.model, args.device, args.precision, args.engine),
-                                   memory_budget=args.memory_budget)
+    enhancer = load_enhancer(args)
     for line in describe(enhancer, default=args.model in (None, "default")):
         print(line)
     return 0

@@ -19,12 +19,12 @@ import pytest
 import torch
 
 from llflow import LLFlow, cli
-from llflow.enhance_cli import EXAMPLES_DIR, UNCERTAINTY_FULL_SCALE
+from llflow.cli.enhance import EXAMPLES_DIR, UNCERTAINTY_FULL_SCALE
 from llflow.inference import Enhancer
 from llflow.io import read_image, write_image
 from llflow.model import checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -206,9 +206,9 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path: Path, tiny_path: Pat
     def interrupted_fsync(fd: int) -> None:
         raise KeyboardInterrupt
 
-    import llflow.io
+    import llflow.io.atomic
 
-    monkeypatch.setattr(llflow.io.os, "fsync", interrupted_fsync)
+    monkeypatch.setattr(llflow.io.atomic.os, "fsync", interrupted_fsync)
     code, _, err = run([str(tmp_path / "a.png"), "-o", str(out), "--model", str(tiny_path)], capsys)
     assert code == 130 and "interrupted" in err
     assert list(out.iterdir()) == []  # neither a truncated output nor a temporary file
@@ -228,6 +228,34 @@ def test_info(tiny_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out
     assert "architecture: tiny" in out and "parameters: 1,081,811 used" in out
     assert "device: cpu" in out and "precision: bf16" in out and "budget 953.7 MiB" in out
+
+
+def test_info_shows_the_precision_choice_and_why(tiny_path: Path, capsys: pytest.CaptureFixture,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from llflow import runtime
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "fma"}))  # no bf16 units
+    assert cli.main(["info", "--model", str(tiny_path), "--device", "cpu"]) == 0  # --precision auto (default)
+    out = capsys.readouterr().out
+    assert "precision: fp32" in out
+    assert "runtime: cpu (" in out and "precision fp32 (auto: the CPU has no avx512_bf16/amx_bf16" in out
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert cli.main(["info", "--model", str(tiny_path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "precision: bf16" in out and "auto: the CPU has native bf16 (avx512_bf16)" in out
+
+
+def test_out_of_range_output_is_reported_in_one_line(tmp_path: Path, tiny_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """The random-weight tiny model's raw output leaves [-0.5, 1.5] almost everywhere: one warning line
+    naming the file and the share, and the clamped image is still written."""
+    write_image(tmp_path / "a.png", dark())
+    code, _, err = run([str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--model", str(tiny_path), "-q"], capsys)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "before clamping" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {tmp_path / 'a.png'}: ") and "% of the pixels" in lines[0]
+    out = read_image(tmp_path / "o" / "a_llflow.png")
+    assert out.rgb.shape == (20, 28, 3)
 
 
 def test_bad_options(tmp_path: Path, tiny_path: Path, capsys: pytest.CaptureFixture) -> None:

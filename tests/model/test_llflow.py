@@ -10,15 +10,11 @@ from llflow.preprocess import equalize_histogram_tensor
 from ..conftest import tiny_llflow
 
 
-@pytest.fixture(scope="module")
-def tiny() -> LLFlow:
-    return tiny_llflow()
-
 
 @pytest.mark.parametrize("size", [(37, 61), (1, 1), (8, 8), (600, 401), (2, 9), (15, 3)])
-def test_any_size_enhances_to_input_size(tiny: LLFlow, size: tuple[int, int]) -> None:
+def test_any_size_enhances_to_input_size(tiny_net: LLFlow, size: tuple[int, int]) -> None:
     low = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1)) * 0.2
-    out = tiny.enhance(low)
+    out = tiny_net.enhance(low)
     assert out.shape == low.shape
     assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
 
@@ -29,43 +25,43 @@ def test_smallnet_odd_size() -> None:
     assert model.enhance(low).shape == (2, 3, 37, 61)
 
 
-def test_histeq_is_taken_on_the_unpadded_image(tiny: LLFlow) -> None:
+def test_histeq_is_taken_on_the_unpadded_image(tiny_net: LLFlow) -> None:
     low = torch.rand(1, 3, 37, 61, generator=torch.Generator().manual_seed(2)) * 0.3
-    default = tiny.enhance(low)
-    explicit = tiny.enhance(low, histeq=equalize_histogram_tensor(low))
+    default = tiny_net.enhance(low)
+    explicit = tiny_net.enhance(low, histeq=equalize_histogram_tensor(low))
     assert torch.equal(default, explicit)
     padded_histeq = equalize_histogram_tensor(torch.nn.functional.pad(low, (0, 3, 0, 3), mode="reflect"))[..., :37, :61]
-    assert not torch.equal(tiny.enhance(low, histeq=padded_histeq), default)
+    assert not torch.equal(tiny_net.enhance(low, histeq=padded_histeq), default)
 
 
-def test_temperature_sampling(tiny: LLFlow) -> None:
+def test_temperature_sampling(tiny_net: LLFlow) -> None:
     low = torch.rand(1, 3, 32, 40, generator=torch.Generator().manual_seed(3)) * 0.2
-    mean = tiny.enhance(low, clamp=False)
-    s1 = tiny.enhance(low, temperature=0.8, generator=torch.Generator().manual_seed(5), clamp=False)
-    s1_again = tiny.enhance(low, temperature=0.8, generator=torch.Generator().manual_seed(5), clamp=False)
-    s2 = tiny.enhance(low, temperature=0.8, generator=torch.Generator().manual_seed(6), clamp=False)
+    mean = tiny_net.enhance(low, clamp=False)
+    s1 = tiny_net.enhance(low, temperature=0.8, generator=torch.Generator().manual_seed(5), clamp=False)
+    s1_again = tiny_net.enhance(low, temperature=0.8, generator=torch.Generator().manual_seed(5), clamp=False)
+    s2 = tiny_net.enhance(low, temperature=0.8, generator=torch.Generator().manual_seed(6), clamp=False)
     assert torch.equal(s1, s1_again)
     assert not torch.allclose(s1, s2) and not torch.allclose(s1, mean)
     eps = torch.randn(1, 192, 4, 5, generator=torch.Generator().manual_seed(5))
-    torch.testing.assert_close(tiny.enhance(low, temperature=0.8, eps=eps, clamp=False), s1)
-    torch.testing.assert_close(tiny.enhance(low, temperature=0.0, eps=eps, clamp=False), mean)
+    torch.testing.assert_close(tiny_net.enhance(low, temperature=0.8, eps=eps, clamp=False), s1)
+    torch.testing.assert_close(tiny_net.enhance(low, temperature=0.0, eps=eps, clamp=False), mean)
 
 
-def test_eps_shape_is_checked(tiny: LLFlow) -> None:
+def test_eps_shape_is_checked(tiny_net: LLFlow) -> None:
     low = torch.rand(1, 3, 37, 61)
     ok = torch.randn(1, 192, 5, 8)  # ceil(37/8) × ceil(61/8)
-    assert tiny.enhance(low, temperature=0.5, eps=ok).shape == low.shape
+    assert tiny_net.enhance(low, temperature=0.5, eps=ok).shape == low.shape
     with pytest.raises(ValueError, match=r"N×192×ceil\(H/8\)×ceil\(W/8\)"):
-        tiny.enhance(low, temperature=0.5, eps=torch.randn(1, 192, 4, 7))
+        tiny_net.enhance(low, temperature=0.5, eps=torch.randn(1, 192, 4, 7))
 
 
-def test_input_validation(tiny: LLFlow) -> None:
+def test_input_validation(tiny_net: LLFlow) -> None:
     with pytest.raises(ValueError, match="N×3×H×W"):
-        tiny.enhance(torch.rand(3, 8, 8))
+        tiny_net.enhance(torch.rand(3, 8, 8))
     with pytest.raises(TypeError, match="float"):
-        tiny.enhance(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+        tiny_net.enhance(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="divisible by 8"):
-        tiny.nll(torch.rand(1, 3, 12, 16), torch.rand(1, 3, 12, 16))
+        tiny_net.nll(torch.rand(1, 3, 12, 16), torch.rand(1, 3, 12, 16))
 
 
 def test_nll_priors_and_gradients() -> None:

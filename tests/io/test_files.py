@@ -316,10 +316,10 @@ def test_opencv_probe_reports_current_behaviour():
     # The probe must agree with what IMREAD_UNCHANGED actually does on a crafted JPEG.
     data = jpeg_with_exif(blocky_rgb(), 6)
     shape = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED).shape
-    assert lio._opencv_applies_orientation("jpeg") == (shape[:2] == (48, 32))
+    assert lio.orientation.opencv_applies_orientation("jpeg") == (shape[:2] == (48, 32))
     tiff = tiff_with_orientation(rand_rgb(5, 7), 6)
     shape = cv2.imdecode(np.frombuffer(tiff, np.uint8), cv2.IMREAD_UNCHANGED).shape
-    assert lio._opencv_applies_orientation("tiff") == (shape[:2] == (7, 5))
+    assert lio.orientation.opencv_applies_orientation("tiff") == (shape[:2] == (7, 5))
 
 
 # ------------------------------------------------------------------ read errors
@@ -362,16 +362,16 @@ def test_truncated_images(tmp_path, ext, cut):
 def test_truncated_jpeg_refused_even_if_decoder_accepts_it(tmp_path, monkeypatch):
     # Older OpenCV/libjpeg builds return a grey-filled image for truncated JPEGs; simulate that.
     data = jpeg_with_exif(blocky_rgb(), 1)
-    assert lio._jpeg_is_complete(data)
+    assert lio.orientation.jpeg_is_complete(data)
     cut = data[:-2]  # no end-of-image marker
-    assert not lio._jpeg_is_complete(cut)
+    assert not lio.orientation.jpeg_is_complete(cut)
     # An EOI inside the EXIF segment (as an embedded thumbnail has) must not count.
     payload = b"Exif\x00\x00" + exif_tiff_block(1) + b"\xff\xd8thumb\xff\xd9"
     with_thumb = data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
-    assert lio._jpeg_is_complete(with_thumb) and not lio._jpeg_is_complete(with_thumb[:-2])
+    assert lio.orientation.jpeg_is_complete(with_thumb) and not lio.orientation.jpeg_is_complete(with_thumb[:-2])
     path = tmp_path / "cut.jpg"
     path.write_bytes(with_thumb[:-2])
-    monkeypatch.setattr(lio.cv2, "imdecode", lambda buf, flags: np.zeros((32, 48, 3), np.uint8))
+    monkeypatch.setattr(lio.files.cv2, "imdecode", lambda buf, flags: np.zeros((32, 48, 3), np.uint8))
     _assert_read_error(path, "truncated")
 
 
@@ -394,7 +394,7 @@ def test_permission_denied(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(lio, "open", denied, raising=False)  # module-level lookup beats builtins
+    monkeypatch.setattr(lio.files, "open", denied, raising=False)  # module-level lookup beats builtins
     _assert_read_error(path, "permission")
 
 
@@ -426,7 +426,7 @@ def test_atomic_write_encoder_failure(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise cv2.error("simulated encoder failure")
 
-    monkeypatch.setattr(lio.cv2, "imencode", broken)
+    monkeypatch.setattr(lio.files.cv2, "imencode", broken)
     with pytest.raises(ImageWriteError, match="out.png"):
         write_image(target, rand_rgb())
     assert target.read_bytes() == before and _leftovers(tmp_path) == []
@@ -442,7 +442,7 @@ def test_atomic_write_failure_after_temp_file(tmp_path, monkeypatch):
         assert Path(src).exists() and Path(src).suffix == ".tif"  # temp file has the right extension
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(lio.os, "replace", failing_replace)
+    monkeypatch.setattr(lio.atomic.os, "replace", failing_replace)
     with pytest.raises(ImageWriteError, match="No space left"):
         write_image(target, rand_rgb())
     monkeypatch.undo()
@@ -454,7 +454,7 @@ def test_atomic_write_interrupted(tmp_path, monkeypatch):
     def interrupted(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lio.os, "fsync", interrupted)
+    monkeypatch.setattr(lio.atomic.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_image(tmp_path / "x.png", rand_rgb())
     monkeypatch.undo()
@@ -631,7 +631,7 @@ def test_list_images_errors(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(lio.os, "scandir", locked)
+    monkeypatch.setattr(lio.listing.os, "scandir", locked)
     errors = []
     assert list_images([tmp_path / "empty", tmp_path / "a.png"], errors=errors) == [tmp_path / "a.png"]
     assert len(errors) == 1 and "cannot list folder" in errors[0] and "Permission denied" in errors[0]
