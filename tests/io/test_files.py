@@ -260,13 +260,16 @@ def test_exif_jpeg_orientation6_pixels(tmp_path):
     assert out[2, 2, 0] > 200 and out[2, 2, 1] > 200 and out[2, 2, 2] < 40  # yellow top-left
 
 
-@pytest.mark.parametrize("orientation", [3, 6, 8])
+# PNG (eXIf chunk; BGR in, as OpenCV writes it) and TIFF (IFD0 Orientation tag), 8 and 16 bits.
+@pytest.mark.parametrize("suffix, orientation", [("png", 3), ("png", 6), ("png", 8), ("tif", 2), ("tif", 6), ("tif", 7)])
 @pytest.mark.parametrize("depth", [8, 16])
-def test_exif_png_including_16bit(tmp_path, orientation, depth):
+def test_exif_png_and_tiff_including_16bit(tmp_path, suffix, orientation, depth):
     dtype = np.uint16 if depth == 16 else np.uint8
     rgb = rand_rgb(5, 7, dtype)
-    path = tmp_path / "o.png"
-    path.write_bytes(png_with_exif(np.ascontiguousarray(rgb[..., ::-1]), orientation))
+    path = tmp_path / f"o.{suffix}"
+    encoded = (png_with_exif(np.ascontiguousarray(rgb[..., ::-1]), orientation) if suffix == "png"
+               else tiff_with_orientation(rgb, orientation))
+    path.write_bytes(encoded)
     img = read_image(path)
     assert img.rgb.dtype == dtype
     np.testing.assert_array_equal(img.rgb, expected_orientation(rgb, orientation))
@@ -280,18 +283,6 @@ def test_exif_png_rgba_rotates_alpha_too(tmp_path):
     img = read_image(path)
     np.testing.assert_array_equal(img.rgb, expected_orientation(rgb, 6))
     np.testing.assert_array_equal(img.alpha, expected_orientation(alpha, 6))
-
-
-@pytest.mark.parametrize("orientation", [2, 6, 7])
-@pytest.mark.parametrize("depth", [8, 16])
-def test_exif_tiff_including_16bit(tmp_path, orientation, depth):
-    dtype = np.uint16 if depth == 16 else np.uint8
-    rgb = rand_rgb(5, 7, dtype)
-    path = tmp_path / "o.tif"
-    path.write_bytes(tiff_with_orientation(rgb, orientation))
-    img = read_image(path)
-    assert img.rgb.dtype == dtype
-    np.testing.assert_array_equal(img.rgb, expected_orientation(rgb, orientation))
 
 
 def test_exif_webp(tmp_path):
