@@ -24,6 +24,22 @@ def read_run(folder: Path) -> tuple[list[dict], dict]:
     return [r for r in records if r["kind"] == "val"], offset
 
 
+def run_order(folder: Path) -> tuple[int, str]:
+    """The lineage (main_*) first, then the pilots, so each pilot is drawn from where it forked."""
+    return (0 if folder.name.startswith("main") else 1, folder.name)
+
+
+def only_new(val: list[dict], drawn: set, start: dict | None) -> tuple[list[dict], dict | None]:
+    """A resumed or forked run's log repeats its parent's records: keep the records no earlier run drew,
+    plus the last repeated one as the start of the line (so it joins its parent's line)."""
+    fresh = [i for i, r in enumerate(val) if (r["iter"], r["nll"]) not in drawn]
+    if not fresh:
+        return [], None  # everything this run validated is already on another run's line
+    if fresh[0] == 0:
+        return val, start
+    return val[fresh[0] - 1:], None
+
+
 def main() -> None:
     import matplotlib
 
@@ -35,11 +51,13 @@ def main() -> None:
     parser.add_argument("--logs", type=Path, default=here / "logs")
     parser.add_argument("--out", type=Path, default=here / "curves.png")
     args = parser.parse_args()
-    runs = sorted(p for p in args.logs.iterdir() if (p / "log.jsonl").is_file())
+    runs = sorted((p for p in args.logs.iterdir() if (p / "log.jsonl").is_file()), key=run_order)
     fig, axes = plt.subplots(2, len(METRICS), figsize=(4.2 * len(METRICS), 7), squeeze=False)
+    drawn: set[tuple[int, float]] = set()
     for run in runs:
         val, offset = read_run(run)
-        start = offset.get("start")
+        val, start = only_new(val, drawn, offset.get("start"))
+        drawn.update((r["iter"], r["nll"]) for r in val)
         it0, h0 = offset.get("iterations", 0), offset.get("cpu_h", 0.0)
         its = ([it0] if start else []) + [it0 + r["iter"] for r in val]
         hours = ([h0] if start else []) + [h0 + r.get("cpu_h", float("nan")) for r in val]
