@@ -1,8 +1,8 @@
-"""The bright test cases of issue 18, for weights files side by side: DICM 49/53/54/58 (the photos
-whose unguarded output leaves [-0.5, 1.5]), bright saturated patches pasted into dark val photos,
-and well-exposed val references used as inputs. Per case: share of raw τ = 0 values outside
-[-0.5, 1.5] (non-finite counted) with the file's guard, and for the well-exposed inputs the PSNR of
-the output against the input.
+"""The bright test cases of issue 18, for weights files side by side: DICM 36/49/53/54/58 (the photos
+whose unguarded output left [-0.5, 1.5] with one bundled file or another; 36 is a saturated blue
+sky), bright saturated patches pasted into dark val photos, and well-exposed val references used as
+inputs. Per case: share of raw τ = 0 values outside [-0.5, 1.5] (non-finite counted) with the
+file's guard, and for the well-exposed inputs the PSNR of the output against the input.
 
     python experiments/flow_stability/bright_cases.py NAME=WEIGHTS ... [--shared ../shared] [--json out.json]
 """
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     dicm = args.shared / "data" / "real-lowlight" / "dicm"
-    cases = {f"dicm/{n}": load(str(dicm / f"{n}.jpg")) for n in ("49", "53", "54", "58")}
+    cases = {f"dicm/{n}": load(str(dicm / f"{n}.jpg")) for n in ("36", "49", "53", "54", "58")}
     cases.update(pasted(args.shared))
     highs = sorted((args.shared / "data" / "sice-lowlight" / "val" / "high").glob("*.jpg"))
     unique = {p.stem.split("_")[0]: p for p in highs}  # one per reference frame
