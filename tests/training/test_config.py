@@ -168,6 +168,25 @@ def test_validation_scores_like_llflow_evaluate(tmp_path, toy_pairs) -> None:
     assert all(np.isfinite(v) for v in metrics.values())
 
 
+def test_cpu_budget_spent_by_a_scheduled_validation_stops_without_validating_twice(tmp_path, toy_pairs) -> None:
+    raw = _config(tmp_path, toy_pairs, data={"val": str(toy_pairs["val"])},
+                  optim={"iterations": 50}, schedule={"stop_after_cpu_h": 1.0, "val_every": 2, "val_at_start": False})
+    trainer = Trainer(config_from_dict(raw), device="cpu")
+    validate = trainer.validate
+
+    def validate_and_spend_the_budget(*args, **kwargs):
+        result = validate(*args, **kwargs)
+        trainer.cfg.schedule.stop_after_cpu_h = 1e-9
+        return result
+
+    trainer.validate = validate_and_spend_the_budget
+    trainer.train()
+    assert trainer.iteration == 2
+    records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if r["kind"] == "val"] == [2]
+    assert torch.load(tmp_path / "run" / "state.pt", weights_only=True)["iteration"] == 2
+
+
 def test_cpu_budget_stops_validates_and_resumes(tmp_path, toy_pairs, capsys) -> None:
     raw = _config(tmp_path, toy_pairs, data={"val": str(toy_pairs["val"])},
                   optim={"iterations": 50}, schedule={"stop_after_cpu_h": 1e-9, "val_at_start": False})

@@ -451,6 +451,9 @@ class Trainer:
                 if self.val_set is not None and (self.iteration % sched.val_every == 0 or self.iteration == total
                                                  or out_of_budget):
                     self.validate()
+                    # A scheduled validation can spend the rest of the budget: stop on its scores
+                    # rather than validate again one iteration later.
+                    out_of_budget = out_of_budget or self._cpu_budget_spent()
                 if (self.iteration % sched.ckpt_every == 0 or self.iteration == total or self._stop_requested
                         or out_of_budget):
                     self.save_state()
