@@ -24,9 +24,11 @@ def read_run(folder: Path) -> tuple[list[dict], dict]:
     return [r for r in records if r["kind"] == "val"], offset
 
 
-def run_order(folder: Path) -> tuple[int, str]:
-    """The lineage (main_*) first, then the pilots, so each pilot is drawn from where it forked."""
-    return (0 if folder.name.startswith("main") else 1, folder.name)
+def run_order(folder: Path) -> tuple[int, int, str]:
+    """The lineage (main_s7, main_s8, …, in session order, not string order) first, then the pilots,
+    so each pilot is drawn from where it forked."""
+    digits = "".join(c for c in folder.name if c.isdigit())
+    return (0 if folder.name.startswith("main") else 1, int(digits or 0), folder.name)
 
 
 def only_new(val: list[dict], drawn: set, start: dict | None) -> tuple[list[dict], dict | None]:
@@ -53,8 +55,9 @@ def main() -> None:
     args = parser.parse_args()
     runs = sorted((p for p in args.logs.iterdir() if (p / "log.jsonl").is_file()), key=run_order)
     fig, axes = plt.subplots(2, len(METRICS), figsize=(4.2 * len(METRICS), 7), squeeze=False)
+    colours = plt.get_cmap("tab20").colors  # the default cycle repeats after 10 runs
     drawn: set[tuple[int, float]] = set()
-    for run in runs:
+    for index, run in enumerate(runs):
         val, offset = read_run(run)
         val, start = only_new(val, drawn, offset.get("start"))
         drawn.update((r["iter"], r["nll"]) for r in val)
@@ -64,7 +67,8 @@ def main() -> None:
         for col, (key, label) in enumerate(METRICS):
             values = ([start.get(key, float("nan"))] if start else []) + [r.get(key, float("nan")) for r in val]
             for row, xs in enumerate((its, hours)):
-                axes[row][col].plot(xs, values, marker="o", ms=3, label=run.name)
+                axes[row][col].plot(xs, values, marker="o", ms=3, label=run.name,
+                                     color=colours[index % len(colours)])
                 axes[row][col].set_ylabel(label)
                 axes[row][col].set_xlabel("iterations (batch 8, 96² crops)" if row == 0 else "CPU-hours")
                 axes[row][col].grid(alpha=0.3)
