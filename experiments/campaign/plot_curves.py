@@ -27,8 +27,9 @@ def read_run(folder: Path) -> tuple[list[dict], dict]:
 def run_order(folder: Path) -> tuple[int, int, str]:
     """The lineage (main_s7, main_s8, …, in session order, not string order) first, then the pilots,
     so each pilot is drawn from where it forked."""
-    digits = "".join(c for c in folder.name if c.isdigit())
-    return (0 if folder.name.startswith("main") else 1, int(digits or 0), folder.name)
+    if folder.name.startswith("main"):
+        return (0, int("".join(c for c in folder.name if c.isdigit()) or 0), folder.name)
+    return (1, 0, folder.name)
 
 
 def only_new(val: list[dict], drawn: set, start: dict | None) -> tuple[list[dict], dict | None]:
