@@ -32,12 +32,18 @@ def main() -> None:
     meta = {"iteration": str(state["iteration"]), "objective": config["optim"]["objective"],
             "weights": "ema" if use_ema else "raw", "cpu_hours": f"{state.get('cpu_seconds', 0) / 3600:.3f}",
             "run": args.run.name}
-    if args.guard_pairs:
+    save_weights(model, meta, args.out, args.guard_pairs, args.train or config["data"]["train"])
+
+
+def save_weights(model: LLFlow, meta: dict[str, str], out: Path, guard_pairs: int, train: str) -> None:
+    """Write ``model`` as a weights file; with ``guard_pairs`` > 0 measure the inference guard's
+    ranges on that many whole training pairs first, as ``llflow train`` exports do."""
+    if guard_pairs:
         from llflow.data import PairedDataset
         from llflow.model.guard import measure_guard
 
-        data = PairedDataset(args.train or config["data"]["train"], crop=None, flip=False)
-        picks = [round(i * len(data) / args.guard_pairs) for i in range(args.guard_pairs)]
+        data = PairedDataset(train, crop=None, flip=False)
+        picks = [round(i * len(data) / guard_pairs) for i in range(guard_pairs)]
         pairs = []
         for i in picks:
             item = data[i]
@@ -45,9 +51,9 @@ def main() -> None:
             pairs.append((item["low"][None, :, :h, :w], item["gt"][None, :, :h, :w]))
         model.eval()
         model.set_inverse_guard(measure_guard(model, pairs))
-        meta["inverse_guard"] = f"measured on {args.guard_pairs} training pairs"
-    model.save_pretrained(args.out, metadata=meta)
-    print(f"wrote {args.out} ({meta['weights']} weights at iteration {meta['iteration']}, {meta['cpu_hours']} CPU-h)")
+        meta["inverse_guard"] = f"measured on {guard_pairs} training pairs"
+    model.save_pretrained(out, metadata=meta)
+    print(f"wrote {out} ({meta['weights']} weights at iteration {meta['iteration']}, {meta.get('cpu_hours', '?')} CPU-h)")
 
 
 if __name__ == "__main__":

@@ -203,6 +203,8 @@ class Trainer:
         self.device = pick_device(device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+            # Training crops have one fixed size: let cuDNN time its kernels once and keep the fastest.
+            torch.backends.cudnn.benchmark = True
         self.out = Path(cfg.output)
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
