@@ -9,7 +9,11 @@
 #                              experiments/campaign/gpu_merge.py joins them into a weights file
 #   ema_q1..q3.safetensors     fp16 weight averages at 1/4, 1/2, 3/4 of the budget: learning curve only,
 #                              the selection rule takes the final average alone
-#   summary.json, logs.tar.gz  iterations, it/s, GPU, the trainer's logs and console
+#   summary.json, logs.tar.gz  iterations, it/s, GPU, the trainer's logs and console, and (PROFILE=1,
+#                              the default) profile/: gpu_profile.py's step-time breakdown at batch
+#                              16/32/64, run after the export with its own time limit (PROFILE_S);
+#                              keep TRAIN_S + PROFILE_S + ~90 s of start-up and export under the
+#                              device tool's 600 s per call
 # The data does not travel by itself: copy ../shared/data/sice-lowlight/{train,train-mild} into
 # gpu_data/ (ignored by git) and name gpu_data in the tool's carry.
 # Dry run on a CPU: DEVICE=cpu PRECISION=fp32 BATCH=2 CROP=96 WORKERS=1 TRAIN_S=90 OUT=/tmp/o bash ...
@@ -25,6 +29,8 @@ CKPT_EVERY=${CKPT_EVERY:-200}
 LOG_EVERY=${LOG_EVERY:-50}
 DATA=${DATA:-gpu_data/sice-lowlight}
 RUN=${RUN:-/tmp/llflow_gpu_run}
+PROFILE=${PROFILE:-1}
+PROFILE_S=${PROFILE_S:-100}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 LOG=$OUT/console.log
 mkdir -p "$OUT" "$RUN"
@@ -69,5 +75,12 @@ fi
 [ -f "$RUN/state.pt" ] || { say "no training state: nothing to bring back"; tar -C "$RUN" -czf "$OUT/logs.tar.gz" . 2>/dev/null; exit 3; }
 
 python3 experiments/campaign/gpu_export.py "$RUN" "$OUT" --started "$T0" 2>&1 | tee -a "$LOG"
-tar -C "$RUN" -czf "$OUT/logs.tar.gz" log.jsonl train.csv config.yaml 2>/dev/null
+if [ "$PROFILE" = 1 ]; then
+    # After the export, so a failing or slow profile cannot cost the weights.
+    say "profiling for at most ${PROFILE_S}s"
+    timeout "$PROFILE_S" python3 experiments/campaign/gpu_profile.py "$RUN/profile" --device "$DEVICE" \
+        --precision "$PRECISION" --crop "$CROP" --data "$DATA" --workers "$WORKERS" >> "$LOG" 2>&1
+    say "profile exited with $?"
+fi
+(cd "$RUN" && tar -czf "$OUT/logs.tar.gz" log.jsonl train.csv config.yaml $(ls -d profile 2>/dev/null)) 2>/dev/null
 say "done"

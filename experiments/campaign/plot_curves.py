@@ -71,7 +71,7 @@ def main() -> None:
                 axes[row][col].plot(xs, values, marker="o", ms=3, label=run.name,
                                      color=colours[index % len(colours)])
                 axes[row][col].set_ylabel(label)
-                axes[row][col].set_xlabel("iterations (batch 8, 96² crops)" if row == 0 else "CPU-hours")
+                axes[row][col].set_xlabel("iterations (batch 8 × 96², or the same pixels)" if row == 0 else "CPU-hours")
                 axes[row][col].grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle("llflow training campaign: validation on sice-lowlight/val (22 pairs, τ = 0, EMA weights)")
