@@ -49,7 +49,7 @@ def time_steps(trainer: Trainer, batches, warmup: int, steps: int) -> dict[str, 
         t0 = time.perf_counter()
         batch = next(batches)
         t1, c1 = time.perf_counter(), time.process_time()
-        trainer._step(batch)
+        trainer.step(batch)
         trainer.iteration += 1
         synchronize(trainer.device)
         t2, c2 = time.perf_counter(), time.process_time()
@@ -67,7 +67,7 @@ def profile_steps(trainer: Trainer, batches, steps: int) -> tuple[str, dict[str,
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(steps):
-            trainer._step(next(batches))
+            trainer.step(next(batches))
             trainer.iteration += 1
         synchronize(trainer.device)
     averages = prof.key_averages()
@@ -99,7 +99,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n, batch in enumerate(args.batches):
             trainer = make_trainer(args, batch, Path(tmp) / f"b{batch}")
-            batches = iter(trainer._loader())
+            batches = iter(trainer.loader())
             row = {"batch": batch, **time_steps(trainer, batches, args.warmup, args.steps)}
             row["it_per_s"] = 1.0 / (row["data_s"] + row["step_s"])
             row["megapixels_per_s"] = row["it_per_s"] * batch * args.crop ** 2 / 1e6

@@ -298,7 +298,8 @@ class Trainer:
                                   f"section builds; set model to the weights' preset (see llflow info {path})")
         self.model.load_state_dict(state, source=str(path))
 
-    def _loader(self) -> DataLoader:
+    def loader(self) -> DataLoader:
+        """The training batches from the current iteration to ``optim.iterations`` (resumes exactly)."""
         plan = BatchPlan(len(self.train_set), self.cfg.data.batch_size, self.cfg.optim.seed,
                          self.iteration, self.cfg.optim.iterations, self.info)
         if self.cfg.data.num_workers > 0:
@@ -372,7 +373,7 @@ class Trainer:
             group["lr"] = lr
         return lr
 
-    def _step(self, batch: dict[str, Any]) -> Optional[float]:
+    def step(self, batch: dict[str, Any]) -> Optional[float]:
         """One optimisation step; returns the loss, or None when the step was skipped."""
         low, gt, histeq = (batch[k].to(self.device, non_blocking=True) for k in ("low", "gt", "histeq"))
         seed = self.cfg.optim.seed
@@ -430,9 +431,9 @@ class Trainer:
             tic = time.time()
             losses: list[float] = []
             started = self.iteration
-            for batch in self._loader():
+            for batch in self.loader():
                 lr = self._set_lr()
-                loss = self._step(batch)
+                loss = self.step(batch)
                 self.iteration += 1
                 if loss is not None:
                     losses.append(loss)
