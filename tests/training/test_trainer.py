@@ -228,9 +228,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, example_pairs) ->
     proc.wait()
     done = torch.load(state, weights_only=True)["iteration"]
     assert 0 < done < 12
-    _finish(_llflow("train", "--resume", str(tmp_path / "b" / "run")))
+    # A moved run folder resumes into itself, not into the `output` its config recorded.
+    (tmp_path / "b" / "run").rename(tmp_path / "b" / "moved")
+    _finish(_llflow("train", "--resume", str(tmp_path / "b" / "moved")))
+    assert not (tmp_path / "b" / "run").exists()
     a = load_file(str(tmp_path / "a" / "run" / "final.safetensors"))
-    b = load_file(str(tmp_path / "b" / "run" / "final.safetensors"))
+    b = load_file(str(tmp_path / "b" / "moved" / "final.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key

@@ -12,7 +12,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.lr=1e-4 --set data.batch_size=8")
     p.add_argument("--resume", type=Path, help="run folder (or its state.pt) to continue exactly")
-    p.add_argument("--output", help="run folder (default: the config's `output`)")
+    p.add_argument("--output", help="run folder (default: the --resume folder, else the config's `output`)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=run_train)
 
@@ -22,15 +22,18 @@ def run_train(args: argparse.Namespace) -> int:
 
     from ..training import load_config, run_training
 
-    config_path = args.config
-    if config_path is None:
-        if args.resume is None:
-            raise SystemExit("llflow train: give a config YAML, or --resume RUN_FOLDER")
-        folder = args.resume if args.resume.is_dir() else args.resume.parent
-        config_path = folder / "config.yaml"
+    if args.config is None and args.resume is None:
+        raise SystemExit("llflow train: give a config YAML, or --resume RUN_FOLDER")
+    resumed_folder = None
+    if args.resume is not None:
+        resumed_folder = args.resume if args.resume.is_dir() else args.resume.parent
+    config_path = args.config if args.config is not None else resumed_folder / "config.yaml"
+    # A resumed run writes back into the folder it resumed from (not the `output` recorded in its
+    # config), so a copied or moved run folder never overwrites the run it came from.
+    output = args.output if args.output else resumed_folder
     overrides = list(args.overrides)
-    if args.output:
-        overrides.append(f"output={yaml.safe_dump(args.output).strip().removesuffix('...').strip()}")
+    if output is not None:
+        overrides.append(f"output={yaml.safe_dump(str(output)).strip().removesuffix('...').strip()}")
     cfg = load_config(config_path, overrides)
     best = run_training(cfg, device=args.device, resume=args.resume)
     if best.iteration >= 0:
