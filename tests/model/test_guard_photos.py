@@ -16,7 +16,7 @@ from llflow.preprocess import image_condition
 
 from ..conftest import REPO
 
-pytestmark = [pytest.mark.shared, pytest.mark.usefixtures("one_thread")]
+pytestmark = pytest.mark.shared
 
 sys.path.insert(0, str(REPO / "experiments" / "flow_stability"))
 from bright_cases import load, pasted  # noqa: E402

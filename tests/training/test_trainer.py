@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from llflow.training.config import apply_overrides, config_from_dict, load_config
@@ -203,14 +204,19 @@ def test_smoke_training_lowers_val_nll_and_raises_psnr(tmp_path, example_pairs, 
     data = example_pairs if source == "repo" else _sice()
     raw = _config(tmp_path, data, **{"data.val": str(data / "val"),
                                "data.val_max_images": 2, "data.crop": 64, "optim.iterations": 60,
-                               "schedule.val_every": 60, "schedule.ckpt_every": 60})
+                               "schedule.val_every": 60, "schedule.ckpt_every": 60,
+                               # 2 of the default 12 guard pairs: measuring the guard on 12 whole 512²
+                               # SICE pairs for both exports was half of this test's time
+                               "data.guard_pairs": 2})
     out = _finish(_llflow("train", str(_write(tmp_path, raw))))
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     val = [r for r in records if r["kind"] == "val"]
     assert [r["iter"] for r in val] == [0, 60]
     assert val[1]["nll"] < val[0]["nll"] - 1.0, out
     assert val[1]["psnr"] > val[0]["psnr"] + 1.0, out
-    assert (tmp_path / "run" / "best.safetensors").exists() and (tmp_path / "run" / "final.safetensors").exists()
+    for name in ("best", "final"):  # every export carries inference-guard ranges measured on its weights
+        meta = safe_open(str(tmp_path / "run" / f"{name}.safetensors"), "pt").metadata()
+        assert meta["inverse_guard"] == "measured on 2 training pairs at iteration 60", meta
     assert (tmp_path / "run" / "train.csv").read_text().startswith("kind,iter")
 
 

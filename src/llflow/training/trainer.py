@@ -547,22 +547,24 @@ class Trainer:
         if self.ema is not None:
             meta["ema_decay"] = str(self.ema.decay)
         model = self.selected_model
-        guard = self._measure_guard(model)
+        guard, pairs = self._measure_guard(model)
         if guard is not None:
-            meta["inverse_guard"] = f"measured on {self.cfg.data.guard_pairs} training pairs at iteration {self.iteration}"
+            meta["inverse_guard"] = f"measured on {pairs} training pairs at iteration {self.iteration}"
         model.set_inverse_guard(guard)
         try:
             model.save_pretrained(self.out / f"{name}.safetensors", metadata=meta)
         finally:
             model.set_inverse_guard(None)
 
-    def _measure_guard(self, model: LLFlow) -> Optional[InverseGuard]:
-        """Ranges of the inverse's intermediate values on ``data.guard_pairs`` whole training pairs."""
+    def _measure_guard(self, model: LLFlow) -> tuple[Optional[InverseGuard], int]:
+        """Ranges of the inverse's intermediate values on up to ``data.guard_pairs`` whole training
+        pairs, and how many pairs they were measured on (fewer where the set is smaller or a pair
+        does not read)."""
         from ..model.guard import measure_guard
 
         count = min(self.cfg.data.guard_pairs, len(self.train_pairs))
         if count <= 0:
-            return None
+            return None, 0
         data = PairedDataset([self.train_pairs[round(i * len(self.train_pairs) / count)] for i in range(count)],
                              crop=None, flip=False, on_error="skip")
         pairs = []
@@ -572,7 +574,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         try:
-            return measure_guard(model, pairs)
+            return (measure_guard(model, pairs) if pairs else None), len(pairs)
         finally:
             model.train(was_training)
 
