@@ -61,6 +61,9 @@ class OptimConfig:
     # Weight of an auxiliary L1 term on the deterministic (τ = 0) output next to the NLL, as LLFlow's
     # successors add (0 = the method as published). The encoder pass is shared with the NLL.
     aux_l1: float = 0.0
+    # Weight of 1 − SSIM (grey, 7 × 7 uniform window: the val metric) of the same τ = 0 output, the
+    # other reconstruction term LLFlow's successors add. 0 = off.
+    aux_ssim: float = 0.0
     seed: int = 10
 
 

@@ -43,6 +43,7 @@ from ..preprocess import make_condition
 from .config import TrainConfig
 from .distributed import DistInfo, all_true, barrier, init_distributed, shutdown
 from .logger import RunLogger
+from .losses import gray_ssim_per_sample, l1_per_sample
 from .schedule import learning_rate
 
 STATE_NAME = "state.pt"
@@ -109,28 +110,34 @@ class BatchPlan(Sampler):
 class TrainingObjective(nn.Module):
     """Per-sample loss of one batch; a module so DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: LLFlow, objective: str, dequantize: bool, aux_l1: float = 0.0) -> None:
+    def __init__(self, model: LLFlow, objective: str, dequantize: bool, aux_l1: float = 0.0,
+                 aux_ssim: float = 0.0) -> None:
         super().__init__()
         if objective not in ("nll", "l1"):
             raise TrainingError(f"optim.objective must be 'nll' or 'l1', not {objective!r}")
-        if aux_l1 < 0 or (aux_l1 > 0 and objective != "nll"):
-            raise TrainingError(f"optim.aux_l1 must be >= 0 and only goes with the nll objective, got {aux_l1}")
-        self.model, self.objective, self.dequantize, self.aux_l1 = model, objective, dequantize, aux_l1
+        for name, weight in (("aux_l1", aux_l1), ("aux_ssim", aux_ssim)):
+            if weight < 0 or (weight > 0 and objective != "nll"):
+                raise TrainingError(f"optim.{name} must be >= 0 and only goes with the nll objective, got {weight}")
+        self.model, self.objective, self.dequantize = model, objective, dequantize
+        self.aux_l1, self.aux_ssim = aux_l1, aux_ssim
 
     def forward(self, low: Tensor, gt: Tensor, histeq: Tensor, prior_generator: torch.Generator,
                 noise: Optional[Tensor] = None) -> Tensor:
         lq = make_condition(low, histeq)
         if self.objective == "l1":
             out, _ = self.model.reverse(lq)  # z = μ (τ = 0): the deterministic output, as at test time
-            return (out.float() - gt).abs().flatten(1).mean(dim=1)
+            return l1_per_sample(out, gt)
         enc = self.model.encode(lq)
         result = self.model.likelihood(lq, gt, prior="random", dequantize=self.dequantize,
                                        generator=prior_generator, noise=noise, encoded=enc)
         loss = result.nll.float()
-        if self.aux_l1 > 0:
+        if self.aux_l1 > 0 or self.aux_ssim > 0:
             # The deterministic output (z = encoder prior mean, τ = 0), as used at test time.
             out, _ = self.model.flowUpsamplerNet.inverse(self.model.prior_mean(enc), stack_conditions(enc))
-            loss = loss + self.aux_l1 * (out.float() - gt).abs().flatten(1).mean(dim=1)
+            if self.aux_l1 > 0:
+                loss = loss + self.aux_l1 * l1_per_sample(out, gt)
+            if self.aux_ssim > 0:
+                loss = loss + self.aux_ssim * (1 - gray_ssim_per_sample(out, gt))
         return loss
 
 
@@ -213,7 +220,8 @@ class Trainer:
         torch.manual_seed(cfg.optim.seed)
         random.seed(cfg.optim.seed)
         self.model = LLFlow(config_from_mapping(cfg.model)).to(self.device).train()
-        self.objective = TrainingObjective(self.model, cfg.optim.objective, cfg.optim.dequantize, cfg.optim.aux_l1)
+        self.objective = TrainingObjective(self.model, cfg.optim.objective, cfg.optim.dequantize,
+                                           cfg.optim.aux_l1, cfg.optim.aux_ssim)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                           eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
