@@ -6,11 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..metrics.fidelity import K1, K2, UNIFORM_WIN as _WINDOW
+
 # ITU-R BT.601 luma, as OpenCV's COLOR_RGB2GRAY (llflow.metrics.fidelity.rgb_to_gray) without its
 # rounding to uint8: the grey image the SSIM yardstick is computed on.
 _LUMA = (0.299, 0.587, 0.114)
-_WINDOW = 7  # the yardstick's uniform 7 × 7 window (skimage's default)
-_C1, _C2 = 0.01 ** 2, 0.03 ** 2  # (K·L)² with data range L = 1
+_C1, _C2 = K1 ** 2, K2 ** 2  # the val metric's (K·L)², here with data range L = 1
 
 
 def l1_per_sample(out: Tensor, gt: Tensor) -> Tensor:
