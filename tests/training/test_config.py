@@ -209,3 +209,36 @@ def test_cpu_budget_stops_validates_and_resumes(tmp_path, toy_pairs, capsys) -> 
     resumed = Trainer(config_from_dict(raw), device="cpu", resume=tmp_path / "run")
     resumed.train()
     assert resumed.iteration == 3
+
+
+def test_config_differences_name_each_changed_setting() -> None:
+    from llflow.training.config import config_differences
+
+    a = config_from_dict({"optim": {"aux_ssim": 3.0}, "output": "runs/a"})
+    b = config_from_dict({"optim": {"aux_ssim": 0.0}, "data": {"crop": 96}, "output": "runs/b"})
+    assert sorted(config_differences(a, b, ignore=("output",))) == [
+        ("data.crop", 160, 96), ("optim.aux_ssim", 3.0, 0.0)]
+    assert config_differences(a, a) == []
+
+
+def test_resume_with_a_config_that_changes_the_recipe_is_refused(tmp_path, capsys) -> None:
+    """The mistake this guards against: resuming a run started with ``--set optim.aux_ssim=3`` with the
+    campaign YAML given again, which would quietly continue it without the term."""
+    import yaml
+
+    from llflow.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    started = config_from_dict({"optim": {"aux_ssim": 3.0}, "output": str(run)})
+    (run / "config.yaml").write_text(yaml.safe_dump(started.to_dict(), sort_keys=False))
+    given = tmp_path / "recipe.yaml"
+    given.write_text(yaml.safe_dump({"optim": {"aux_ssim": 0.0}, "init": "elsewhere.safetensors"}))
+    with pytest.raises(SystemExit, match=r"optim\.aux_ssim: 3\.0 in the run, 0\.0 in .*recipe\.yaml.*--set"):
+        main(["train", str(given), "--resume", str(run)])
+    # The same change made explicitly is what --set is for: the check passes (and `init`, which only
+    # matters at a fresh start, is not a difference); training then stops on the missing data.
+    capsys.readouterr()
+    assert main(["train", str(given), "--resume", str(run), "--set", "optim.aux_ssim=0.0",
+                 "--set", "data.train=" + str(tmp_path / "nowhere")]) != 0
+    assert "differs" not in capsys.readouterr().err

@@ -35,7 +35,26 @@ def run_train(args: argparse.Namespace) -> int:
     if output is not None:
         overrides.append(f"output={yaml.safe_dump(str(output)).strip().removesuffix('...').strip()}")
     cfg = load_config(config_path, overrides)
+    if args.config is not None and resumed_folder is not None:
+        _refuse_a_changed_recipe(cfg, Path(args.config), resumed_folder, overrides)
     best = run_training(cfg, device=args.device, resume=args.resume)
     if best.iteration >= 0:
         print(f"best validation {best.metric} at iteration {best.iteration}: {abs(best.value):.4f}")
     return 0
+
+
+def _refuse_a_changed_recipe(cfg, config: Path, run: Path, overrides: list[str]) -> None:
+    """``--resume`` continues a run exactly; a config file that silently differs from the one the run
+    was started with (say, the campaign YAML given for a run started with ``--set optim.aux_ssim=3``)
+    would change its recipe midway without a word. Changes must be explicit: ``--set``."""
+    from ..training.config import config_differences, load_config
+
+    recorded = run / "config.yaml"
+    if not recorded.is_file():
+        return
+    # `init` only matters at a fresh start (the state holds the weights); `output` is the run folder.
+    differences = config_differences(load_config(recorded, overrides), cfg, ignore=("output", "init"))
+    if differences:
+        listed = "; ".join(f"{key}: {was!r} in the run, {now!r} in {config}" for key, was, now in sorted(differences))
+        raise SystemExit(f"llflow train: {config} differs from {recorded} ({listed}): omit the config to "
+                         "continue the run as it was, or change a setting with --set KEY=VALUE")

@@ -166,6 +166,23 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and key != "model":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(a: TrainConfig, b: TrainConfig, ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in a, value in b)`` for every setting that differs, keys in ``ignore`` left out."""
+    flat_a, flat_b = _flatten(a.to_dict()), _flatten(b.to_dict())
+    return [(key, flat_a.get(key), flat_b.get(key)) for key in flat_a.keys() | flat_b.keys()
+            if key not in ignore and flat_a.get(key) != flat_b.get(key)]
+
+
 def load_config(path: Optional[str | Path], overrides: Optional[list[str]] = None) -> TrainConfig:
     """Read a training YAML (or start from defaults when ``path`` is None) and apply overrides."""
     raw: dict[str, Any] = {}
