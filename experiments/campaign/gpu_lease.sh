@@ -31,6 +31,8 @@ DATA=${DATA:-gpu_data/sice-lowlight}
 RUN=${RUN:-/tmp/llflow_gpu_run}
 PROFILE=${PROFILE:-1}
 PROFILE_S=${PROFILE_S:-100}
+# optim.aux_ssim of the stage (0: the session 11 recipe; session 16 pilots chose 3 on the CPU)
+AUX_SSIM=${AUX_SSIM:-0}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 LOG=$OUT/console.log
 mkdir -p "$OUT" "$RUN"
@@ -49,7 +51,7 @@ train_for() {
     python3 -m llflow train configs/sice_smallnet_campaign.yaml --device "$DEVICE" --output "$RUN" \
         --set "data.train=$DATA/train" --set "data.extra_train=[$DATA/train-mild]" --set data.val=null \
         --set "data.crop=$CROP" --set "data.batch_size=$BATCH" --set "data.num_workers=$workers" \
-        --set "optim.precision=$precision" --set optim.iterations=1000000 \
+        --set "optim.precision=$precision" --set optim.iterations=1000000 --set "optim.aux_ssim=$AUX_SSIM" \
         --set "schedule.ckpt_every=$CKPT_EVERY" --set "schedule.log_every=$LOG_EVERY" --set schedule.val_every=1000000 \
         >> "$LOG" 2>&1 &
     pid=$!
