@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=here / "curves.png")
     args = parser.parse_args()
     runs = sorted((p for p in args.logs.iterdir() if (p / "log.jsonl").is_file()), key=run_order)
-    fig, axes = plt.subplots(2, len(METRICS), figsize=(4.2 * len(METRICS), 7), squeeze=False)
+    fig, axes = plt.subplots(2, len(METRICS), figsize=(5.2 * len(METRICS), 7), squeeze=False)
     colours = plt.get_cmap("tab20").colors  # the default cycle repeats after 10 runs
     drawn: set[tuple[int, float]] = set()
     for index, run in enumerate(runs):
@@ -65,17 +65,21 @@ def main() -> None:
         it0, h0 = offset.get("iterations", 0), offset.get("cpu_h", 0.0)
         its = ([it0] if start else []) + [it0 + r["iter"] for r in val]
         hours = ([h0] if start else []) + [h0 + r.get("cpu_h", float("nan")) for r in val]
+        # The lineage's runs (main_*, the GPU stage) solid, pilots and exploratory runs dashed.
+        style = "-" if run.name.startswith(("main_", "gpu_")) else "--"
         for col, (key, label) in enumerate(METRICS):
             values = ([start.get(key, float("nan"))] if start else []) + [r.get(key, float("nan")) for r in val]
             for row, xs in enumerate((its, hours)):
-                axes[row][col].plot(xs, values, marker="o", ms=3, label=run.name,
-                                     color=colours[index % len(colours)])
+                axes[row][col].plot(xs, values, marker="o", ms=3, label=run.name, linestyle=style,
+                                     linewidth=1.6 if style == "-" else 1.0, color=colours[index % len(colours)])
                 axes[row][col].set_ylabel(label)
                 axes[row][col].set_xlabel("iterations (batch 8 × 96², or the same pixels)" if row == 0 else "CPU-hours")
                 axes[row][col].grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    # One legend for all panels, beside them: inside a panel it covers the curves once there are ~30 runs.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7, ncol=2, frameon=False)
     fig.suptitle("llflow training campaign: validation on sice-lowlight/val (22 pairs, τ = 0, EMA weights)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
 
