@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..training import TrainConfig
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +47,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_a_changed_recipe(cfg, config: Path, run: Path, overrides: list[str]) -> None:
+def _refuse_a_changed_recipe(cfg: TrainConfig, config: Path, run: Path, overrides: list[str]) -> None:
     """``--resume`` continues a run exactly; a config file that silently differs from the one the run
     was started with (say, the campaign YAML given for a run started with ``--set optim.aux_ssim=3``)
     would change its recipe midway without a word. Changes must be explicit: ``--set``."""
