@@ -36,19 +36,25 @@ def test_evaluate_command_on_example_pairs(tmp_path, capsys, example_pairs) -> N
 
 @pytest.mark.shared
 def test_evaluate_command_reproduces_baselines(tmp_path, capsys) -> None:
+    """The command's whole pipeline (reading, metrics, reports) on the 22 val pairs against the published
+    gamma numbers; the other baselines' published numbers are checked through the library in
+    test_baselines.py (they differ from gamma only in the enhancement function), and each extra method
+    here would cost ~20 s of LPIPS on two cores."""
     val = shared_dir() / "data" / "sice-lowlight" / "val"
-    assert main(["evaluate", "--data", str(val), "--output", str(tmp_path), "--quiet"]) == 0
+    assert main(["evaluate", "--data", str(val), "--method", "gamma", "--output", str(tmp_path), "--quiet"]) == 0
     table = capsys.readouterr().out
     assert "raw (no GT-mean)" in table and "GT-mean rescaled" in table
     summary = json.loads((tmp_path / "summary.json").read_text())["methods"]
-    for name, (p, s, l) in PUBLISHED.items():
+    assert set(summary) == {"gamma"}
+    for name in summary:
+        p, s, l = PUBLISHED[name]
         got = summary[name]
         assert got["n"] == 22
         assert got["psnr"] == pytest.approx(p, abs=0.05) and got["ssim"] == pytest.approx(s, abs=0.005)
         assert got["lpips"] == pytest.approx(l, abs=0.005)
         assert {"psnr_gtmean", "ssim_gtmean", "ssim_rgb", "ssim_rgb_gtmean", "lpips_gtmean"} <= set(got)
     rows = (tmp_path / "per_image.csv").read_text().splitlines()
-    assert len(rows) == 1 + 4 * 22
+    assert len(rows) == 1 + 22
     assert (tmp_path / "grid.png").stat().st_size > 10_000
 
 
