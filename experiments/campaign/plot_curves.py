@@ -5,7 +5,9 @@ CPU-hours, for every run folder under ``logs/`` (each with a ``log.jsonl`` of tr
 
 Needs matplotlib (an experiments-only tool, not a dependency of the package). A run's
 ``offset.json`` (optional: ``{"iterations": N, "cpu_h": H, "start": {metric: value}}``) places it after
-the training that produced its start weights, so stages line up on the campaign's axes.
+the training that produced its start weights, so stages line up on the campaign's axes. A run trained
+without the trainer's validation names its ``score.py`` result instead (``"score_file"``, relative to
+this folder): its scores are drawn at the run's last iteration and CPU-hours.
 """
 from __future__ import annotations
 
@@ -21,7 +23,18 @@ def read_run(folder: Path) -> tuple[list[dict], dict]:
     records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
     offset_path = folder / "offset.json"
     offset = json.loads(offset_path.read_text()) if offset_path.is_file() else {}
-    return [r for r in records if r["kind"] == "val"], offset
+    val = [r for r in records if r["kind"] == "val"]
+    if not val and "score_file" in offset:
+        val = [scored_end(records, Path(__file__).resolve().parent / offset["score_file"])]
+    return val, offset
+
+
+def scored_end(records: list[dict], score_file: Path) -> dict:
+    """A val record for a run scored after training by ``score.py`` (one model in the file)."""
+    last = [r for r in records if r["kind"] == "train"][-1]
+    (model,) = json.loads(score_file.read_text())["models"].values()
+    means = {k: v["mean"] for k, v in model["summary"].items() if isinstance(v, dict) and "mean" in v}
+    return {"kind": "val", "iter": last["iter"], "cpu_h": last["cpu_h"], **means}
 
 
 def run_order(folder: Path) -> tuple[int, int, str]:
